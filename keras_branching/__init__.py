@@ -1,0 +1,18 @@
+"""keras_branching: decide which layers which tasks share, as plain Keras models."""
+
+from keras_branching import datasets, layers
+from keras_branching.builder import BranchedModelBuilder
+from keras_branching.layers import BranchPoint
+from keras_branching.task import Task
+from keras_branching.tree import BranchingTree
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BranchPoint",
+    "BranchedModelBuilder",
+    "BranchingTree",
+    "Task",
+    "datasets",
+    "layers",
+]

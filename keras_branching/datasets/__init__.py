@@ -1,0 +1,5 @@
+"""Data: synthetic tasks with known groups and loaders for real data sets."""
+
+from keras_branching.datasets.synthetic import synthetic_tasks
+
+__all__ = ["synthetic_tasks"]

@@ -1,0 +1,64 @@
+"""`Task`: one prediction target of a multi-task model."""
+
+import numbers
+
+
+class Task:
+    """One task of a multi-task model: its name, head, loss and metrics.
+
+    Args:
+        name: the task's name; also the key of its output and target.
+        head: a zero-argument callable returning a fresh Keras layer (or
+            model) that maps the last block's output to the task's
+            prediction. It is called once per built model, so each model
+            gets its own head weights.
+        loss: any loss `keras.Model.compile` accepts (a name, a function or
+            a `keras.losses.Loss`).
+        metrics: optional list of metrics for this task.
+        loss_weight: the task's weight in the total loss (a number >= 0).
+
+    Example:
+
+    >>> import keras
+    >>> task = Task("age", head=lambda: keras.layers.Dense(1), loss="mse")
+    >>> task.name
+    'age'
+    """
+
+    def __init__(self, name, head, loss, metrics=None, loss_weight=1.0):
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"Expected `name` to be a non-empty string. Received: name={name!r}"
+            )
+        if not callable(head):
+            raise TypeError(
+                "Expected `head` to be a zero-argument callable that returns a "
+                f"fresh Keras layer. Received: head={head!r} for task {name!r}"
+            )
+        if loss is None:
+            raise ValueError(f"Expected a `loss` for task {name!r}. Received: loss=None")
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(
+                "Expected `metrics` to be a list or None. "
+                f"Received: metrics={metrics!r} for task {name!r}"
+            )
+        if (
+            isinstance(loss_weight, bool)
+            or not isinstance(loss_weight, numbers.Real)
+            or loss_weight < 0
+        ):
+            raise ValueError(
+                "Expected `loss_weight` to be a number >= 0. "
+                f"Received: loss_weight={loss_weight!r} for task {name!r}"
+            )
+        self.name = name
+        self.head = head
+        self.loss = loss
+        self.metrics = list(metrics) if metrics is not None else None
+        self.loss_weight = float(loss_weight)
+
+    def __repr__(self):
+        return (
+            f"Task(name={self.name!r}, loss={self.loss!r}, "
+            f"metrics={self.metrics!r}, loss_weight={self.loss_weight})"
+        )
