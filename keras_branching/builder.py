@@ -374,3 +374,11 @@ class BranchedModelBuilder:
             sum(n * size for n, size in zip(tree.num_copies(), block_sizes))
             + sum(head_sizes.values())
         )
+
+    # Models of the search methods (each method's module does the work).
+
+    def build_supernet(self, widths, **compile_kwargs):
+        """The learning-to-branch supernet; see `keras_branching.supernet`."""
+        from keras_branching.supernet import build_supernet
+
+        return build_supernet(self, widths, **compile_kwargs)
