@@ -1,0 +1,204 @@
+"""`GumbelRouter`: each child picks one parent by a Gumbel-softmax sample."""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+_EPSILON = 1e-10
+
+
+@keras.saving.register_keras_serializable(package="keras_branching")
+class GumbelRouter(keras.layers.Layer):
+    """Routes each of `num_children` children to one of P parent tensors.
+
+    The link between two layers of the learning-to-branch supernet (Guo,
+    Lee, Ulbricht, ICML 2020). The router owns logits `theta` of shape
+    `(num_children, P)`: row `c` scores the P parents of child `c`. Child
+    `c`'s input is `sum_p w[c, p] * parents[p]`, where:
+
+    - in training (`training=True`), `w[c]` is a Gumbel-softmax sample of
+      `theta[c]` at the current temperature `tau`:
+      `softmax((theta[c] + g) / tau)` with `g` standard Gumbel noise. With
+      `hard=True` the forward pass uses the one-hot of its argmax (each
+      child reads exactly one parent) and the backward pass the gradient of
+      the soft sample (straight-through estimator). One sample is drawn per
+      call (per training step), shared by the whole batch, as an
+      architecture sample;
+    - at inference (`training=False` or unset), `w[c]` is the one-hot of
+      `argmax(theta[c])`: no noise, so predictions and exported models are
+      deterministic.
+
+    The temperature lives in a non-trainable scalar variable,
+    `temperature_variable`, so a callback
+    (`keras_branching.callbacks.TemperatureSchedule`) can anneal it during
+    `fit` without retracing the training function. Logits start at zero
+    (every parent equally likely). The sampling maths run in float32 even
+    under a mixed-precision policy; the mixing weights are then cast to the
+    parents' dtype.
+
+    Args:
+        num_children: number of output tensors (children), an int >= 1.
+        temperature: initial Gumbel-softmax temperature, a number > 0.
+        hard: whether training uses the hard one-hot sample with the
+            straight-through gradient (default) or the soft mix.
+        seed: optional int seed of the Gumbel noise.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a list of P >= 1 parent tensors, all of one shape.
+        training: whether to sample (True) or take the argmax (False).
+
+    Returns:
+        A list of `num_children` tensors of the parents' shape.
+
+    Raises:
+        TypeError: for a non-int `num_children`, a non-bool `hard`, a
+            non-int `seed`, or inputs that are not a list of tensors.
+        ValueError: for `num_children` < 1, `temperature` <= 0, or parents
+            of different shapes.
+
+    Example:
+
+    >>> import numpy as np
+    >>> router = GumbelRouter(3, temperature=2.0, seed=0)
+    >>> parents = [np.zeros((4, 5), "float32"), np.ones((4, 5), "float32")]
+    >>> children = router(parents)
+    >>> len(children), tuple(children[0].shape)
+    (3, (4, 5))
+    >>> router.parent_probabilities().shape
+    (3, 2)
+    """
+
+    def __init__(self, num_children, temperature=1.0, hard=True, seed=None, **kwargs):
+        if isinstance(num_children, bool) or not isinstance(num_children, numbers.Integral):
+            raise TypeError(
+                f"Expected `num_children` to be an int. Received: num_children={num_children!r}"
+            )
+        if num_children < 1:
+            raise ValueError(f"Expected `num_children` >= 1. Received: num_children={num_children}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, numbers.Real)
+            or not np.isfinite(temperature)
+            or temperature <= 0
+        ):
+            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
+        if not isinstance(hard, bool):
+            raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"Expected `seed` to be an int or None. Received: seed={seed!r}")
+        super().__init__(**kwargs)
+        self.num_children = int(num_children)
+        self.temperature = float(temperature)
+        self.hard = hard
+        self.seed = None if seed is None else int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    @staticmethod
+    def _check_parent_shapes(input_shape):
+        if not isinstance(input_shape, (list, tuple)) or not all(
+            isinstance(s, (list, tuple)) for s in input_shape
+        ):
+            raise TypeError(
+                "Expected `GumbelRouter` inputs to be a list of parent tensors. "
+                f"Received inputs of shape {input_shape}"
+            )
+        if not input_shape:
+            raise ValueError("Expected at least one parent tensor. Received an empty list")
+        shapes = [tuple(s) for s in input_shape]
+        if any(s[1:] != shapes[0][1:] for s in shapes):
+            raise ValueError(
+                "Expected every parent tensor of `GumbelRouter` to have the same shape. "
+                f"Received parents of shapes {shapes}"
+            )
+        return shapes
+
+    def build(self, input_shape):
+        shapes = self._check_parent_shapes(input_shape)
+        self.num_parents = len(shapes)
+        self.router_logits = self.add_weight(
+            shape=(self.num_children, self.num_parents),
+            initializer="zeros",
+            dtype="float32",
+            trainable=True,
+            name="router_logits",
+        )
+        self.temperature_variable = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.temperature),
+            dtype="float32",
+            trainable=False,
+            name="temperature",
+        )
+
+    def mixing_weights(self, training=False):
+        """The `(num_children, P)` mixing weights, float32.
+
+        One-hot of the argmax of the logits when `training` is false; a
+        (hard or soft) Gumbel-softmax sample when it is true.
+        """
+        logits = ops.cast(self.router_logits, "float32")
+        if self.num_parents == 1:  # nothing to choose
+            return ops.ones((self.num_children, 1), dtype="float32")
+        if not training:
+            return ops.one_hot(ops.argmax(logits, axis=-1), self.num_parents, dtype="float32")
+        uniform = keras.random.uniform(
+            ops.shape(logits),
+            minval=_EPSILON,
+            maxval=1.0,
+            dtype="float32",
+            seed=self.seed_generator,
+        )
+        gumbel = -ops.log(-ops.log(uniform))
+        tau = ops.maximum(ops.cast(self.temperature_variable, "float32"), _EPSILON)
+        soft = ops.softmax((logits + gumbel) / tau, axis=-1)
+        if not self.hard:
+            return soft
+        hard = ops.one_hot(ops.argmax(soft, axis=-1), self.num_parents, dtype="float32")
+        # Forward: exactly `hard`. Backward: the gradient of `soft`.
+        return hard + (soft - ops.stop_gradient(soft))
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(
+                "Expected `GumbelRouter` inputs to be a list of parent tensors. "
+                f"Received: {type(inputs).__name__}"
+            )
+        weights = ops.cast(self.mixing_weights(bool(training)), inputs[0].dtype)
+        stacked = ops.stack(list(inputs), axis=0)  # (P, batch, ...)
+        mixed = ops.tensordot(weights, stacked, axes=1)  # (children, batch, ...)
+        return [mixed[c] for c in range(self.num_children)]
+
+    def compute_output_shape(self, input_shape):
+        shapes = self._check_parent_shapes(input_shape)
+        return [shapes[0]] * self.num_children
+
+    def compute_output_spec(self, inputs, training=None):
+        shapes = self._check_parent_shapes([tuple(x.shape) for x in inputs])
+        return [
+            keras.KerasTensor(shapes[0], dtype=inputs[0].dtype) for _ in range(self.num_children)
+        ]
+
+    def parent_probabilities(self):
+        """softmax(logits) as a numpy array of shape `(num_children, P)`."""
+        if not self.built:
+            raise ValueError(
+                f"The router {self.name!r} is not built yet: call it on its parents first."
+            )
+        logits = np.asarray(ops.convert_to_numpy(self.router_logits), dtype="float64")
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (exp / exp.sum(axis=-1, keepdims=True)).astype("float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_children": self.num_children,
+                "temperature": self.temperature,
+                "hard": self.hard,
+                "seed": self.seed,
+            }
+        )
+        return config
