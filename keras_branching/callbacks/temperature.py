@@ -144,7 +144,8 @@ class TemperatureSchedule(keras.callbacks.Callback):
             or warmup_steps < 0
         ):
             raise ValueError(
-                f"Expected `warmup_steps` to be an int >= 0. Received: warmup_steps={warmup_steps!r}"
+                "Expected `warmup_steps` to be an int >= 0. "
+                f"Received: warmup_steps={warmup_steps!r}"
             )
         self.schedule = schedule
         self.initial_temperature = initial_temperature
