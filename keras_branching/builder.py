@@ -120,8 +120,7 @@ class BranchedModelBuilder:
                 "name": getattr(inputs, "name", None) or "inputs",
             }
         if isinstance(inputs, (tuple, list)) and all(
-            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
-            for d in inputs
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in inputs
         ):
             return {"shape": tuple(inputs), "dtype": "float32", "name": "inputs"}
         raise TypeError(
@@ -220,8 +219,7 @@ class BranchedModelBuilder:
         """Raises a clear error unless `tree` fits this builder's tasks and blocks."""
         if not isinstance(tree, BranchingTree):
             raise TypeError(
-                "Expected a `BranchingTree`. "
-                f"Received: {tree!r} (of type {type(tree).__name__})"
+                f"Expected a `BranchingTree`. Received: {tree!r} (of type {type(tree).__name__})"
             )
         if set(tree.tasks) != set(self.task_names):
             raise ValueError(
@@ -251,9 +249,7 @@ class BranchedModelBuilder:
         self.check_tree(tree)
         inputs = self.make_input()
         features, copies = self._apply_tree(tree, inputs)
-        outputs = {
-            name: self.make_head(name)(features[name]) for name in self.task_names
-        }
+        outputs = {name: self.make_head(name)(features[name]) for name in self.task_names}
         model = keras.Model(inputs, outputs, name="branched_model")
         self._warn_identical_copies(copies)
         if compile:
@@ -331,8 +327,7 @@ class BranchedModelBuilder:
             if len(values) < 2 or not any(v.size > 1 for v in values[0]):
                 continue
             if any(
-                all(np.array_equal(a, b) for a, b in zip(values[0], other))
-                for other in values[1:]
+                all(np.array_equal(a, b) for a, b in zip(values[0], other)) for other in values[1:]
             ):
                 warnings.warn(
                     f"Copies of block {block} start with identical weights; the "

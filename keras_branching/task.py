@@ -27,9 +27,7 @@ class Task:
 
     def __init__(self, name, head, loss, metrics=None, loss_weight=1.0):
         if not isinstance(name, str) or not name:
-            raise TypeError(
-                f"Expected `name` to be a non-empty string. Received: name={name!r}"
-            )
+            raise TypeError(f"Expected `name` to be a non-empty string. Received: name={name!r}")
         if not callable(head):
             raise TypeError(
                 "Expected `head` to be a zero-argument callable that returns a "

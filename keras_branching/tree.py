@@ -27,22 +27,16 @@ def _check_task_names(tasks):
     duplicates = sorted({t for t in tasks if t in seen or seen.add(t)})
     if duplicates:
         raise ValueError(
-            "Expected unique task names. "
-            f"Received duplicates {duplicates} in tasks={list(tasks)!r}"
+            f"Expected unique task names. Received duplicates {duplicates} in tasks={list(tasks)!r}"
         )
     return tuple(tasks)
 
 
 def _check_num_blocks(num_blocks):
     if isinstance(num_blocks, bool) or not isinstance(num_blocks, int):
-        raise TypeError(
-            "Expected `num_blocks` to be an int. "
-            f"Received: num_blocks={num_blocks!r}"
-        )
+        raise TypeError(f"Expected `num_blocks` to be an int. Received: num_blocks={num_blocks!r}")
     if num_blocks < 1:
-        raise ValueError(
-            f"Expected `num_blocks` >= 1. Received: num_blocks={num_blocks}"
-        )
+        raise ValueError(f"Expected `num_blocks` >= 1. Received: num_blocks={num_blocks}")
     return num_blocks
 
 
@@ -237,8 +231,7 @@ class BranchingTree:
         """Inverse of `to_config`."""
         if not isinstance(config, dict) or set(config) != {"tasks", "partitions"}:
             raise ValueError(
-                "Expected a dict with keys 'tasks' and 'partitions'. "
-                f"Received: {config!r}"
+                f"Expected a dict with keys 'tasks' and 'partitions'. Received: {config!r}"
             )
         return cls(config["tasks"], config["partitions"])
 
@@ -254,9 +247,7 @@ class BranchingTree:
     # Drawing.
 
     def __repr__(self):
-        lines = [
-            f"BranchingTree({len(self._tasks)} tasks, {self.num_blocks} blocks)"
-        ]
+        lines = [f"BranchingTree({len(self._tasks)} tasks, {self.num_blocks} blocks)"]
 
         def draw(block, group, prefix, last):
             tasks = self._partitions[block][group]
@@ -266,11 +257,7 @@ class BranchingTree:
             lines.append(prefix + ("└── " if last else "├── ") + label)
             if block + 1 == self.num_blocks:
                 return
-            children = [
-                i
-                for i, g in enumerate(self._partitions[block + 1])
-                if g[0] in tasks
-            ]
+            children = [i for i, g in enumerate(self._partitions[block + 1]) if g[0] in tasks]
             for k, child in enumerate(children):
                 draw(
                     block + 1,

@@ -17,8 +17,7 @@ def make_builder(num_blocks=2, **kwargs):
         inputs=(INPUT_DIM,),
         blocks=[lambda: keras.layers.Dense(8, activation="relu")] * num_blocks,
         tasks=[
-            Task(t, head=lambda: keras.layers.Dense(1), loss="mse", metrics=["mae"])
-            for t in TASKS
+            Task(t, head=lambda: keras.layers.Dense(1), loss="mse", metrics=["mae"]) for t in TASKS
         ],
         **kwargs,
     )

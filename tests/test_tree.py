@@ -8,9 +8,7 @@ TASKS = ["a", "b", "c", "d"]
 
 
 def nested_tree():
-    return BranchingTree(
-        TASKS, [[TASKS], [["a", "b"], ["c", "d"]], [["a"], ["b"], ["c", "d"]]]
-    )
+    return BranchingTree(TASKS, [[TASKS], [["a", "b"], ["c", "d"]], [["a"], ["b"], ["c", "d"]]])
 
 
 def test_properties():

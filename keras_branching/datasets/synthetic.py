@@ -65,9 +65,7 @@ def synthetic_tasks(
             f"with num_groups={num_groups}"
         )
     if not isinstance(relatedness, numbers.Real) or not 0 <= relatedness <= 1:
-        raise ValueError(
-            f"Expected `relatedness` in [0, 1]. Received: relatedness={relatedness!r}"
-        )
+        raise ValueError(f"Expected `relatedness` in [0, 1]. Received: relatedness={relatedness!r}")
     if not isinstance(noise, numbers.Real) or noise < 0:
         raise ValueError(f"Expected `noise` >= 0. Received: noise={noise!r}")
 

@@ -48,13 +48,10 @@ class BranchPoint(keras.layers.Layer):
     def __init__(self, num_branches, gradient_scale=None, **kwargs):
         if isinstance(num_branches, bool) or not isinstance(num_branches, int):
             raise TypeError(
-                "Expected `num_branches` to be an int. "
-                f"Received: num_branches={num_branches!r}"
+                f"Expected `num_branches` to be an int. Received: num_branches={num_branches!r}"
             )
         if num_branches < 1:
-            raise ValueError(
-                f"Expected `num_branches` >= 1. Received: num_branches={num_branches}"
-            )
+            raise ValueError(f"Expected `num_branches` >= 1. Received: num_branches={num_branches}")
         if gradient_scale not in _GRADIENT_SCALES:
             raise ValueError(
                 f"Expected `gradient_scale` to be one of {_GRADIENT_SCALES}. "
@@ -74,9 +71,7 @@ class BranchPoint(keras.layers.Layer):
         if self.gradient_scale == "mean" and self.num_branches > 1:
             # Forward: x + 0 (exactly x, bit for bit). Backward: d/dx = 1/n.
             frozen = ops.stop_gradient(inputs)
-            outputs = frozen + (inputs - frozen) / ops.cast(
-                self.num_branches, inputs.dtype
-            )
+            outputs = frozen + (inputs - frozen) / ops.cast(self.num_branches, inputs.dtype)
         # Each use of the tensor adds its gradient, so the trunk receives
         # the sum (or, scaled above, the mean) of the branches' gradients.
         return [outputs] * self.num_branches
@@ -86,13 +81,10 @@ class BranchPoint(keras.layers.Layer):
 
     def compute_output_spec(self, inputs):
         return [
-            keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
-            for _ in range(self.num_branches)
+            keras.KerasTensor(inputs.shape, dtype=inputs.dtype) for _ in range(self.num_branches)
         ]
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"num_branches": self.num_branches, "gradient_scale": self.gradient_scale}
-        )
+        config.update({"num_branches": self.num_branches, "gradient_scale": self.gradient_scale})
         return config

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from keras_branching import BranchingTree
+from keras_branching.cli import main
+
+TINY = ["--examples", "200", "--epochs", "2", "--groups", "2", "--input-dim", "8", "--width", "8"]
+
+
+def test_demo_trains_compares_and_exports(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    for expected in ("shared", "independent", "true grouping", "parameters", "Exported"):
+        assert expected in out
+    assert "largest difference from predict: 0.00e+00" in out
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+    tree = BranchingTree.from_json((tmp_path / "tree.json").read_text())
+    assert tree.tasks == ("g0_t0", "g0_t1", "g1_t0", "g1_t1")
+
+
+def test_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--blocks", "1"])
+
+
+def test_module_entry_point_shows_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_branching", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_tree_json_is_plain_json(tmp_path):
+    main(["demo", "--output-dir", str(tmp_path), *TINY, "--seed", "1"])
+    assert set(json.loads((tmp_path / "tree.json").read_text())) == {"tasks", "partitions"}
