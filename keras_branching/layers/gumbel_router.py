@@ -34,7 +34,8 @@ class GumbelRouter(keras.layers.Layer):
     `temperature_variable`, so a callback
     (`keras_branching.callbacks.TemperatureSchedule`) can anneal it during
     `fit` without retracing the training function. Logits start at zero
-    (every parent equally likely). The sampling maths run in float32 even
+    (every parent equally likely); with a single parent there is nothing to
+    choose and they are not trainable. The sampling maths run in float32 even
     under a mixed-precision policy; the mixing weights are then cast to the
     parents' dtype.
 
@@ -122,7 +123,7 @@ class GumbelRouter(keras.layers.Layer):
             shape=(self.num_children, self.num_parents),
             initializer="zeros",
             dtype="float32",
-            trainable=True,
+            trainable=self.num_parents > 1,  # one parent: nothing to learn
             name="router_logits",
         )
         self.temperature_variable = self.add_weight(
