@@ -366,16 +366,14 @@ def derive_tree(supernet):
             "Expected a supernet made by `build_supernet` (a model whose output is a "
             f"dict keyed by task name). Received: {supernet!r}"
         )
-    num_blocks = max(
-        (int(m.group(1)) for m in map(_NODE_NAME.match, (l.name for l in supernet.layers)) if m),
-        default=0,
-    )
+    names = [layer.name for layer in supernet.layers]
+    num_blocks = max((int(m.group(1)) for m in map(_NODE_NAME.match, names) if m), default=0)
     parents = supernet_parents(supernet)
     if num_blocks == 0 or sorted(parents) != list(range(2, num_blocks + 1)):
         raise ValueError(
             f"Expected a supernet made by `build_supernet`, with layers `block{{l}}_node{{c}}` "
             f"and a `GumbelRouter` `router_block{{l}}` for every block after the first. "
-            f"Received a model {supernet.name!r} with layers {[l.name for l in supernet.layers]}"
+            f"Received a model {supernet.name!r} with layers {names}"
         )
     tasks = list(supernet.output)
     paths = {}
