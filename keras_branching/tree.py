@@ -246,6 +246,15 @@ class BranchingTree:
 
     # Drawing.
 
+    def plot(self, ax=None, path=None, title=None):
+        """Draws the tree with matplotlib; see `keras_branching.plotting.plot_tree`.
+
+        Returns the figure; with `path` also saves it (PNG, SVG or PDF).
+        """
+        from keras_branching.plotting import plot_tree
+
+        return plot_tree(self, ax=ax, path=path, title=title)
+
     def __repr__(self):
         lines = [f"BranchingTree({len(self._tasks)} tasks, {self.num_blocks} blocks)"]
 
