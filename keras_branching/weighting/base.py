@@ -1,0 +1,106 @@
+"""`LossWeighting`: the base class of every loss-weighting scheme."""
+
+import keras
+from keras import ops
+
+
+def check_task_names(tasks):
+    """Validates a list of task names and returns it as a tuple."""
+    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
+        raise TypeError(
+            "Expected `tasks` to be a list of task names (for example "
+            f"`builder.task_names`). Received: tasks={tasks!r}"
+        )
+    if not tasks:
+        raise ValueError(f"Expected at least one task. Received: tasks={tasks!r}")
+    for name in tasks:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"Expected every task name to be a non-empty string. Received: {name!r} "
+                f"in tasks={list(tasks)!r}"
+            )
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"Expected unique task names. Received: tasks={list(tasks)!r}")
+    return tuple(tasks)
+
+
+def num_replicas():
+    """Replicas in sync under the current `tf.distribute` strategy (1 elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class LossWeighting(keras.layers.Layer):
+    """Base class of the schemes that weigh task losses into one loss.
+
+    A scheme is a layer: `weighting(losses)` maps the vector of the task
+    losses (shape `(num_tasks,)`, in the order of `tasks`) to the scalar
+    that training minimises. Its state (learned log-variances, current
+    weights) lives in its variables, so it is saved, restored and
+    distributed with the model. Schemes run in float32 whatever the dtype
+    policy.
+
+    Subclasses implement `task_weights()` (the weight each task's loss
+    currently gets) and, when the total is not `sum(weights * losses)`,
+    `call`. Three optional hooks let a scheme act outside the loss:
+
+    - `callbacks()`: callbacks `WeightedModel.fit` adds to every `fit`
+      (dynamic weight averaging updates its weights at the end of each
+      epoch);
+    - `needs_task_gradients` and `update_from_gradients(losses, norms)`:
+      the training step of `WeightedModel` then also computes, for each
+      task, the norm of the gradient of its loss with respect to the
+      variables `shared_variables(model)` returns, and hands both to the
+      scheme before applying the gradients (GradNorm; TensorFlow only).
+
+    Args:
+        tasks: the task names, in the order of the loss vector.
+        **kwargs: base layer arguments (`name`...).
+    """
+
+    needs_task_gradients = False
+
+    def __init__(self, tasks, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.tasks = check_task_names(tasks)
+
+    @property
+    def num_tasks(self):
+        return len(self.tasks)
+
+    def task_weights(self):
+        """The current weight of each task's loss, a `(num_tasks,)` tensor."""
+        raise NotImplementedError
+
+    def call(self, losses):
+        return ops.sum(ops.stop_gradient(self.task_weights()) * losses)
+
+    def compute_output_shape(self, input_shape):
+        return ()
+
+    def callbacks(self):
+        """Callbacks the scheme needs during `fit` (none by default)."""
+        return []
+
+    def shared_variables(self, model):
+        """The variables whose per-task gradient norms the scheme reads."""
+        raise NotImplementedError
+
+    def update_from_gradients(self, losses, gradient_norms):
+        """Hook called by the training step with per-task gradient norms."""
+        raise NotImplementedError
+
+    def weights_dict(self):
+        """The current task weights as a `{task: float}` dict."""
+        values = keras.ops.convert_to_numpy(self.task_weights())
+        return {task: float(v) for task, v in zip(self.tasks, values)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        config.update({"tasks": list(self.tasks)})
+        return config
