@@ -3,6 +3,7 @@
 from keras_branching import datasets, layers
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers import BranchPoint
+from keras_branching.reading import read_tree
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 
@@ -15,4 +16,5 @@ __all__ = [
     "Task",
     "datasets",
     "layers",
+    "read_tree",
 ]

@@ -299,3 +299,26 @@ def test_task_rejects_bad_arguments(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         Task(**args)
+
+
+def test_read_tree_recovers_the_tree_after_reload(tmp_path):
+    from keras_branching import read_tree
+
+    rng = random.Random(3)
+    builder = make_builder(num_blocks=3)
+    for tree in [random_tree(rng, TASKS, 3) for _ in range(4)] + [builder.shared_tree()]:
+        model = builder.build(tree, compile=False)
+        assert read_tree(model) == tree
+    model.save(tmp_path / "m.keras")
+    assert read_tree(keras.models.load_model(tmp_path / "m.keras")) == tree
+
+
+def test_read_tree_rejects_other_models():
+    from keras_branching import read_tree
+
+    inputs = keras.Input((3,))
+    with pytest.raises(ValueError, match="dict keyed by task name"):
+        read_tree(keras.Model(inputs, keras.layers.Dense(1)(inputs)))
+    joined = keras.layers.Add()([keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)])
+    with pytest.raises(ValueError, match="chain of single-input layers"):
+        read_tree(keras.Model(inputs, {"a": keras.layers.Dense(1)(joined)}))

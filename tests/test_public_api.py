@@ -11,6 +11,7 @@ EXPECTED = [
     "Task",
     "datasets",
     "layers",
+    "read_tree",
 ]
 
 
