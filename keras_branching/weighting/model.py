@@ -142,6 +142,11 @@ class WeightedModel(keras.Model):
             config.update(keras.saving.serialize_keras_object(self._loss_arguments))
         return config
 
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # The loss.
 
     def task_losses(self, y, y_pred, sample_weight=None):
