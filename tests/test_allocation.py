@@ -169,7 +169,7 @@ def test_temperature_schedule_anneals_the_masks():
         shuffle=False,
         callbacks=[schedule],
     )
-    for layer, variable in found:
+    for _, variable in found:
         assert float(variable.numpy()) == pytest.approx(50.0 / 2.0)  # step 3: 50 / sqrt(4)
 
 
