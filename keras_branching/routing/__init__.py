@@ -5,5 +5,6 @@ See `docs/methods/share_routing.md` and section 3 of the methods page.
 
 from keras_branching.routing.builder import RoutingModelBuilder
 from keras_branching.routing.plan import RoutingPlan
+from keras_branching.routing.search import ShareRouting, SupernetRoute
 
-__all__ = ["RoutingModelBuilder", "RoutingPlan"]
+__all__ = ["RoutingModelBuilder", "RoutingPlan", "ShareRouting", "SupernetRoute"]
