@@ -210,8 +210,20 @@ class WeightedModel(keras.Model):
             scaled = self.optimizer.scale_loss(total)
         trainable = self.trainable_variables
         gradients = tape.gradient(scaled, trainable)
-        norms = tf.stack([tf.linalg.global_norm(tape.gradient(t, shared)) for t in per_task])
+        task_gradients = [tape.gradient(t, shared) for t in per_task]
         del tape
+        replica_context = tf.distribute.get_replica_context()
+        if num_replicas() > 1 and replica_context is not None:
+            # The norms and losses of the global batch, as on one device: the
+            # mean over replicas of their per-task gradients and losses.
+            task_gradients = [
+                replica_context.all_reduce(
+                    tf.distribute.ReduceOp.MEAN, [g for g in grads if g is not None]
+                )
+                for grads in task_gradients
+            ]
+            losses = replica_context.all_reduce(tf.distribute.ReduceOp.MEAN, losses)
+        norms = tf.stack([tf.linalg.global_norm(grads) for grads in task_gradients])
         self.weighting.update_from_gradients(losses, norms)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, trainable) if g is not None]
