@@ -53,7 +53,9 @@ def parse_args(argv):
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2, help="layers of the search space")
-    parser.add_argument("--queries", default="all", choices=["input", "all"])
+    parser.add_argument("--queries", default="input", choices=["input", "all"])
+    parser.add_argument("--steps-per-update", type=int, default=2)
+    parser.add_argument("--samples-per-update", type=int, default=4)
     parser.add_argument("--tower-units", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6, help="retraining epochs")
     parser.add_argument("--search-epochs", type=int, default=6)
@@ -157,6 +159,8 @@ def main(argv=None):
             data["validation"],
             epochs=args.search_epochs,
             batch_size=args.batch_size,
+            steps_per_update=args.steps_per_update,
+            samples_per_update=args.samples_per_update,
             verbose=0,
         )
         print(f"\nseed {seed}: search took {time.time() - t0:.0f}s; searched plan:\n{plan}")

@@ -52,9 +52,12 @@ def _find_file(data_dir):
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):
             return path
+    if os.path.isdir(data_dir):
+        found = f"a folder holding {sorted(os.listdir(data_dir))}"
+    else:
+        found = "no such folder"
     raise FileNotFoundError(
-        f"Expected {FILES[0]} (or the uncompressed {FILES[1]}) in {data_dir!r}. "
-        f"Received a folder without it; it holds: {sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else 'nothing (no such folder)'}"  # noqa: E501
+        f"Expected {FILES[0]} (or the uncompressed {FILES[1]}) in {data_dir!r}. Received: {found}"
     )
 
 
