@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_branching.builder import BranchedModelBuilder
+from keras_branching.callbacks.temperature import TemperatureSchedule
+from keras_branching.datasets.synthetic import synthetic_tasks
+from keras_branching.layers.gumbel_router import GumbelRouter
+from keras_branching.learn_to_branch import LearnToBranch
+from keras_branching.task import Task
+from keras_branching.tree import BranchingTree
+
+
+def make_builder(names, units=8, input_dim=100):
+    return BranchedModelBuilder(
+        inputs=(input_dim,),
+        blocks=[lambda: keras.layers.Dense(units, activation="relu")] * 3,
+        tasks=[Task(n, head=lambda: keras.layers.Dense(1), loss="mse") for n in names],
+        optimizer=keras.optimizers.Adam(1e-3),
+    )
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return synthetic_tasks(2, 2, num_examples=128, seed=0)
+
+
+class _Counter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+
+
+def test_search_then_build_plain_exportable_model(small_data, tmp_path):
+    x, y, _ = small_data
+    search = LearnToBranch(make_builder(list(y)), widths=[1, 2, 4], seed=0)
+    with pytest.raises(RuntimeError, match="call `search"):
+        search.build()
+    counter = _Counter()
+    tree = search.search(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[counter])
+    assert counter.epochs == 2  # the user's callbacks run too
+    assert isinstance(tree, BranchingTree) and tree is search.tree
+    assert tree.num_blocks == 3 and set(tree.tasks) == set(y)
+    assert len(search.history.history["loss"]) == 2
+    assert "temperature" in search.history.history
+
+    model = search.build()
+    assert not any(isinstance(layer, GumbelRouter) for layer in model.layers)
+    assert model.count_params() == search.builder.count_params(tree)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    expected = model.predict(x[:8], verbose=0)
+    export_dir = str(tmp_path / "derived")
+    model.export(export_dir, format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(export_dir)  # keep a reference while serving
+    served = reloaded.serve(x[:8])
+    for task in y:
+        np.testing.assert_allclose(np.asarray(served[task]), expected[task], rtol=1e-5, atol=1e-6)
+
+
+def test_search_with_jit_compile(small_data):
+    x, y, _ = small_data
+    search = LearnToBranch(make_builder(list(y)), widths=[2, 2, 4], seed=1, jit_compile=True)
+    tree = search.search(x, y, epochs=1, batch_size=32, verbose=0)
+    assert tree.num_blocks == 3
+    logits = search.supernet.get_layer("router_block3").router_logits.numpy()
+    assert np.any(logits != 0)
+
+
+def test_custom_schedule_is_used(small_data):
+    x, y, _ = small_data
+    schedule = TemperatureSchedule("inverse_sqrt", initial_temperature=9.0, min_temperature=0.1)
+    search = LearnToBranch(make_builder(list(y)), [1, 2, 4], temperature_schedule=schedule)
+    search.search(x, y, epochs=1, batch_size=64, verbose=0)
+    # Two steps done; the last one ran at 9 / sqrt(1 + 1).
+    assert search.history.history["temperature"] == [pytest.approx(9.0 / np.sqrt(2))]
+
+
+def test_rejects_bad_arguments():
+    builder = make_builder(["a", "b"])
+    with pytest.raises(TypeError, match="Expected `builder` to be a `BranchedModelBuilder`"):
+        LearnToBranch("builder", [1, 2, 2])
+    with pytest.raises(ValueError, match=r"one width per block \(3 widths\)"):
+        LearnToBranch(builder, [1, 2])
+    with pytest.raises(ValueError, match=r"last width to equal the number of tasks \(2"):
+        LearnToBranch(builder, [1, 2, 3])
+    with pytest.raises(ValueError, match=r"width >= 1. Received: widths=\[0, 2, 2\]"):
+        LearnToBranch(builder, [0, 2, 2])
+    with pytest.raises(ValueError, match="router_learning_rate=-1"):
+        LearnToBranch(builder, [1, 2, 2], router_learning_rate=-1)
+    with pytest.raises(TypeError, match="temperature_schedule='fast'"):
+        LearnToBranch(builder, [1, 2, 2], temperature_schedule="fast")
