@@ -13,7 +13,7 @@ import keras
 
 from keras_branching.affinity.features import branch_point_features
 from keras_branching.affinity.rsa import rsa_affinity
-from keras_branching.affinity.search import _resolve_budget, select_tree, tree_cost
+from keras_branching.affinity.search import _resolve_budget, _too_small, select_tree, tree_cost
 from keras_branching.builder import BranchedModelBuilder, _sanitize
 from keras_branching.tree import BranchingTree
 
@@ -255,6 +255,12 @@ class AffinityBranching:
             x_train, y_train = _take(x, slice(0, cut)), _take(y, slice(0, cut))
             held_out = _take(x, slice(cut, None))
         builder = self.builder
+        # Fail before training when no tree can fit the budget.
+        shared = builder.count_params(builder.shared_tree())
+        independent = builder.count_params(builder.independent_tree())
+        capacity = _resolve_budget(self.budget, shared, independent)
+        if shared > capacity:
+            raise _too_small(self.budget, capacity, shared)
         model = builder.build(builder.independent_tree())
         if self.shared_init:
             _share_initial_weights(model, builder)

@@ -279,6 +279,18 @@ def _resolve_budget(budget, shared_size, independent_size):
     return float(budget)
 
 
+def _format_size(value):
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def _too_small(budget, capacity, smallest):
+    """The error for a budget that no tree fits."""
+    return ValueError(
+        f"No tree fits the budget: budget={budget!r} allows size {_format_size(capacity)}, "
+        f"but the smallest tree (fully shared) has size {_format_size(smallest)}."
+    )
+
+
 # Subset tables for one affinity (exact search).
 
 
@@ -676,10 +688,7 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
         method = "exact" if num_tasks <= _AUTO_EXACT_TASKS else "beam"
 
     def too_small(smallest):
-        return ValueError(
-            f"No tree fits the budget: budget={budget!r} allows size {capacity:g}, "
-            f"but the smallest tree (fully shared) has size {smallest:g}."
-        )
+        return _too_small(budget, capacity, smallest)
 
     if model.affine:
         if model.of(shared) > capacity + _TOLERANCE * max(1.0, abs(capacity)):
