@@ -129,7 +129,7 @@ class TaskAffinity:
     >>> affinity = TaskAffinity(["a", "b"], np.array([[[1.0, 0.5], [0.5, 1.0]]]))
     >>> affinity.num_branch_points
     1
-    >>> affinity.dissimilarity[0, 0, 1]
+    >>> float(affinity.dissimilarity[0, 0, 1])
     0.5
     """
 
@@ -294,7 +294,7 @@ def rsa_affinity(features):
     >>> affinity = rsa_affinity({"a": [f], "b": [2 * f + 1], "c": [rng.normal(size=(50, 8))]})
     >>> round(float(affinity.values[0, 0, 1]), 6)
     1.0
-    >>> abs(affinity.values[0, 0, 2]) < 0.2
+    >>> bool(abs(affinity.values[0, 0, 2]) < 0.2)
     True
     """
     if not isinstance(features, dict):
