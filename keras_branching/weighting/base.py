@@ -50,7 +50,8 @@ class LossWeighting(keras.layers.Layer):
     - `callbacks()`: callbacks `WeightedModel.fit` adds to every `fit`
       (dynamic weight averaging updates its weights at the end of each
       epoch);
-    - `needs_task_gradients` and `update_from_gradients(losses, norms)`:
+    - `needs_task_gradients` and `update_from_gradients(losses, norms,
+      present)`:
       the training step of `WeightedModel` then also computes, for each
       task, the norm of the gradient of its loss with respect to the
       variables `shared_variables(model)` returns, and hands both to the
@@ -76,7 +77,16 @@ class LossWeighting(keras.layers.Layer):
         """The current weight of each task's loss, a `(num_tasks,)` tensor."""
         raise NotImplementedError
 
-    def call(self, losses):
+    def call(self, losses, present=None):
+        """The loss to minimise.
+
+        Args:
+            losses: `(num_tasks,)` task losses.
+            present: optional `(num_tasks,)` 0/1 vector; 0 for a task with no
+                label in the batch (its loss is then 0). Schemes with terms
+                beyond `weight * loss` leave such tasks out.
+        """
+        del present  # an absent task's loss is 0 already
         return ops.sum(ops.stop_gradient(self.task_weights()) * losses)
 
     def compute_output_shape(self, input_shape):
@@ -90,7 +100,7 @@ class LossWeighting(keras.layers.Layer):
         """The variables whose per-task gradient norms the scheme reads."""
         raise NotImplementedError
 
-    def update_from_gradients(self, losses, gradient_norms):
+    def update_from_gradients(self, losses, gradient_norms, present=None):
         """Hook called by the training step with per-task gradient norms."""
         raise NotImplementedError
 

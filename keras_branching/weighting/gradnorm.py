@@ -141,25 +141,36 @@ class GradNorm(LossWeighting):
             )
         return variables
 
-    def update_from_gradients(self, losses, gradient_norms):
+    def update_from_gradients(self, losses, gradient_norms, present=None):
         """One GradNorm update of the weights.
 
         Args:
             losses: `(num_tasks,)` task losses of this step.
             gradient_norms: `(num_tasks,)` norms `||dL_i/dW||` of each task's
                 (unweighted) loss on the shared weights.
+            present: optional `(num_tasks,)` 0/1 vector; the weight of a task
+                with no label in the batch is left as it is (up to the
+                renormalisation).
         """
         losses = ops.cast(ops.stop_gradient(losses), "float32")
         norms = ops.cast(ops.stop_gradient(gradient_norms), "float32")
-        initial = ops.where(self.initial_losses > 0, self.initial_losses, losses)
+        if present is None:
+            present = ops.ones_like(losses)
+        present = ops.cast(present, "float32")
+        initial = ops.where(self.initial_losses > 0, self.initial_losses, losses * present)
         self.initial_losses.assign(initial)
         weights = self.task_weights()
         grad_norms = weights * norms
+        count = ops.maximum(ops.sum(present), 1.0)
+
+        def mean(values):  # over the tasks present in the batch
+            return ops.sum(values * present) / count
+
         ratios = losses / ops.maximum(initial, 1e-12)
-        relative = ratios / ops.maximum(ops.mean(ratios), 1e-12)
-        target = ops.mean(grad_norms) * ops.power(relative, self.alpha)
-        step = ops.sign(grad_norms - target) * norms / ops.maximum(ops.mean(norms), 1e-12)
-        weights = ops.maximum(weights - self.learning_rate * step, 1e-3)
+        relative = ratios / ops.maximum(mean(ratios), 1e-12)
+        target = mean(grad_norms) * ops.power(relative, self.alpha)
+        step = ops.sign(grad_norms - target) * norms / ops.maximum(mean(norms), 1e-12)
+        weights = ops.maximum(weights - self.learning_rate * step * present, 1e-3)
         self.weight_variable.assign(self.num_tasks * weights / ops.sum(weights))
 
     def get_config(self):

@@ -174,12 +174,33 @@ class WeightedModel(keras.Model):
             values.append(value * self._fixed_weights[i])
         return ops.stack(values)
 
-    def total_loss(self, losses):
-        """The scheme's loss of a task-loss vector, scaled for the replicas."""
+    def task_presence(self, sample_weight=None):
+        """`(num_tasks,)`: 1 for a task with a labelled example in the batch, else 0.
+
+        A task is absent from a batch when all its sample weights are 0 (all
+        its labels missing, see `mask_missing`).
+        """
+        present = []
+        for task in self.weighting.tasks:
+            if isinstance(sample_weight, dict) and sample_weight.get(task) is not None:
+                weight = ops.abs(ops.cast(sample_weight[task], "float32"))
+                present.append(ops.cast(ops.sum(weight) > 0, "float32"))
+            else:
+                present.append(ops.ones((), "float32"))
+        return ops.stack(present)
+
+    def total_loss(self, losses, present=None):
+        """The scheme's loss of a task-loss vector, scaled for the replicas.
+
+        `present` (see `task_presence`) lets the scheme leave out tasks that
+        have no label in the batch.
+        """
         weights = self.weighting.task_weights()
         for i, tracker in enumerate(self._task_weight_trackers):
             tracker.update_state(weights[i])
-        total = self.weighting(losses)
+        if present is None:
+            present = ops.ones((self.weighting.num_tasks,), "float32")
+        total = self.weighting(losses, present)
         replicas = num_replicas()
         if replicas > 1:
             total = total / replicas
@@ -189,12 +210,15 @@ class WeightedModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del x, training
-        return self.total_loss(self.task_losses(y, y_pred, sample_weight))
+        losses = self.task_losses(y, y_pred, sample_weight)
+        return self.total_loss(losses, self.task_presence(sample_weight))
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # JAX's `train_step(state, data)` and TensorFlow's `train_step(data)`;
+        # only the TensorFlow one feeds task gradients to the scheme.
         if not self.weighting.needs_task_gradients:
-            return super().train_step(data)
-        return self._train_step_with_task_gradients(data)
+            return super().train_step(*args)
+        return self._train_step_with_task_gradients(*args)
 
     def _train_step_with_task_gradients(self, data):
         """The TensorFlow training step that also feeds per-task gradient norms."""
@@ -205,7 +229,8 @@ class WeightedModel(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
             losses = self.task_losses(y, y_pred, sample_weight)
-            total = self.total_loss(losses)
+            present = self.task_presence(sample_weight)
+            total = self.total_loss(losses, present)
             per_task = [losses[i] for i in range(self.weighting.num_tasks)]
             scaled = self.optimizer.scale_loss(total)
         trainable = self.trainable_variables
@@ -223,8 +248,9 @@ class WeightedModel(keras.Model):
                 for grads in task_gradients
             ]
             losses = replica_context.all_reduce(tf.distribute.ReduceOp.MEAN, losses)
+            present = replica_context.all_reduce(tf.distribute.ReduceOp.MAX, present)
         norms = tf.stack([tf.linalg.global_norm(grads) for grads in task_gradients])
-        self.weighting.update_from_gradients(losses, norms)
+        self.weighting.update_from_gradients(losses, norms, present)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, trainable) if g is not None]
         )

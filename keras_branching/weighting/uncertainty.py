@@ -22,7 +22,9 @@ class UncertaintyWeighting(LossWeighting):
     `1 / (2 L_i)`: a task whose loss stays high (noisy labels, a hard task)
     is weighted down, and tasks whose losses have different scales are
     brought to a common scale. The `0.5 * s_i` term stops the weights from
-    collapsing to zero.
+    collapsing to zero. A task with no label in a batch (see
+    `mask_missing`) is left out of that batch's loss, log-variance term
+    included.
 
     Do not apply weight decay (e.g. `AdamW`) to the log-variances.
 
@@ -62,9 +64,14 @@ class UncertaintyWeighting(LossWeighting):
     def task_weights(self):
         return 0.5 * ops.exp(-ops.cast(self.log_variances, "float32"))
 
-    def call(self, losses):
+    def call(self, losses, present=None):
         s = ops.cast(self.log_variances, "float32")
-        return ops.sum(0.5 * ops.exp(-s) * losses + 0.5 * s)
+        terms = 0.5 * ops.exp(-s) * losses + 0.5 * s
+        if present is not None:
+            # A task without labels in the batch would only pull its
+            # log-variance down (its loss is 0); leave it out instead.
+            terms = terms * present
+        return ops.sum(terms)
 
     def get_config(self):
         config = super().get_config()

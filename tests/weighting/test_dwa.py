@@ -31,7 +31,7 @@ def test_temperature_evens_the_weights():
 def test_fit_updates_weights_each_epoch():
     builder = make_builder(learning_rate=0.02)
     # `a` is learnable; `b` is pure noise, so its loss barely falls.
-    x, y = regression_data(noise=(0.0, 1.0), scale=(1.0, 0.0))
+    x, y = regression_data(noise=(0.0, 3.0), scale=(1.0, 0.0))
     weighted = WeightedModel(
         builder.build(builder.shared_tree(), compile=False),
         DynamicWeightAverage(builder.task_names),

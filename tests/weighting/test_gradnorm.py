@@ -39,6 +39,21 @@ def test_slower_task_is_weighted_up():
     assert weights["b"] > 1.0 > weights["a"]
 
 
+def test_update_rule_and_absent_task():
+    weighting = GradNorm(["a", "b", "c"], alpha=1.0, learning_rate=0.1)
+    present = keras.ops.convert_to_tensor([1.0, 1.0, 0.0])
+    norms = keras.ops.convert_to_tensor([1.0, 1.0, 0.0])
+    # First step: the initial losses of the present tasks are recorded.
+    weighting.update_from_gradients(keras.ops.convert_to_tensor([2.0, 2.0, 0.0]), norms, present)
+    np.testing.assert_allclose(list(weighting.weights_dict().values()), [1.0, 1.0, 1.0])
+    # a's loss halved, b's did not: relative rates 2/3 and 4/3, targets under and
+    # over the equal norms, so a steps down and b up by learning_rate * 1.
+    weighting.update_from_gradients(keras.ops.convert_to_tensor([1.0, 2.0, 0.0]), norms, present)
+    np.testing.assert_allclose(list(weighting.weights_dict().values()), [0.9, 1.1, 1.0], rtol=1e-6)
+    initial = keras.ops.convert_to_numpy(weighting.initial_losses)
+    assert initial.tolist() == [2.0, 2.0, 0.0]  # c's waits for its first label
+
+
 def test_needs_a_shared_layer():
     builder = make_builder()
     weighted = WeightedModel(

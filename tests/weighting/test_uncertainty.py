@@ -34,6 +34,32 @@ def test_noisier_task_gets_smaller_weight():
     assert history["a_weight"][-1] > 4 * history["a_weight"][0]
 
 
+def test_task_without_labels_is_left_out():
+    weighting = UncertaintyWeighting(["a", "b"])
+    weighting.log_variances.assign([0.0, 1.0])
+    losses = keras.ops.convert_to_tensor([2.0, 0.0])
+    # Only task a: 0.5 * exp(0) * 2 + 0.5 * 0.
+    assert float(weighting(losses, keras.ops.convert_to_tensor([1.0, 0.0]))) == pytest.approx(1.0)
+    assert float(weighting(losses)) == pytest.approx(1.5)
+
+
+def test_all_missing_task_keeps_its_log_variance():
+    from keras_branching.datasets.missing import mask_missing
+
+    builder = make_builder(learning_rate=0.05)
+    x, y = regression_data(num_examples=64)
+    y["b"][:] = np.nan
+    x, y, sample_weight = mask_missing(x, y)
+    weighted = WeightedModel(
+        builder.build(builder.shared_tree(), compile=False),
+        UncertaintyWeighting(builder.task_names),
+    )
+    builder.compile(weighted)
+    weighted.fit(x, y, sample_weight=sample_weight, batch_size=16, epochs=2, verbose=0)
+    log_variances = keras.ops.convert_to_numpy(weighted.weighting.log_variances)
+    assert log_variances[1] == 0.0 and log_variances[0] != 0.0
+
+
 def test_config_round_trip():
     weighting = UncertaintyWeighting(["a", "b"], initial_log_variance=0.5, name="uw")
     clone = UncertaintyWeighting.from_config(weighting.get_config())
