@@ -199,27 +199,31 @@ class ShareRouting:
        score each on one random batch of `validation_batch_size`
        validation examples with `reward` (default: the mean per-task AUC),
        and take one REINFORCE step: the gradient of
-       `mean_i (R_i - b) log p(a_i)` with respect to the logits, where `b`
-       is a moving baseline (an exponential average of past mean rewards
-       with decay `baseline_decay`, started at the first mean reward),
-       applied with Adam at `policy_learning_rate`.
+       `mean_i (R_i - b) / s log p(a_i)` with respect to the logits, where
+       `b` is a moving baseline (an exponential average of past mean rewards
+       with decay `baseline_decay`, started at the first mean reward) and
+       `s` a moving standard deviation of `R - b` (same decay), applied with
+       Adam at `policy_learning_rate`, plus `entropy_weight` times the
+       gradient of the distributions' entropy.
 
     The result is the most probable choice of each block (`plan`), which
     `build()` turns into a fresh model, to retrain from scratch.
 
     Settings the paper leaves open, and the values chosen here: joint
     (route, query) categorical per block; uniform initial distributions;
-    one architecture per training batch; Adam on the logits (its
-    normalised steps make the learning rate independent of the reward's
-    scale, which for AUC differences is small); `policy_learning_rate=0.05`,
+    one architecture per training batch; advantages standardised by a
+    moving standard deviation, so that the settings below do not depend
+    on the metric's scale (AUC differences between architectures are
+    small); Adam on the logits, `policy_learning_rate=0.05`,
     `baseline_decay=0.9`, `samples_per_update=4`, `steps_per_update=10`,
     `warmup_epochs=1`; gate kernels start at zero, so a new gate mixes its
     members equally. Two additions against the collapse of the
     distributions onto whichever sub-network trained first (the "Matthew
-    effect" of weight-sharing searches), both measured on the grouped
+    effect" of weight-sharing searches), both chosen on the grouped
     synthetic tasks of the tests: per-task credit (`credit="tasks"`) and
-    an entropy bonus (`entropy_weight=0.05`). `credit="global",
-    entropy_weight=0` is the paper's plain REINFORCE.
+    an entropy bonus (`entropy_weight=0.5`). `credit="global",
+    entropy_weight=0` is the paper's plain REINFORCE (with standardised
+    advantages).
 
     The weight-sharing supernet is one Keras model: `num_experts`
     sub-networks per layer and, in front of every block, a
@@ -288,7 +292,7 @@ class ShareRouting:
         optimizer="adam",
         policy_learning_rate=0.05,
         baseline_decay=0.9,
-        entropy_weight=0.05,
+        entropy_weight=0.5,
         metric=None,
         credit="tasks",
         seed=0,
@@ -347,6 +351,7 @@ class ShareRouting:
         }
         self._adam_step = 0
         self.baseline = None
+        self._spread = None
         self.history = []
         self.supernet = None
         self.plan = None
@@ -586,11 +591,20 @@ class ShareRouting:
         means = {t: float(np.mean([s[t] for s in scores])) for t in tasks}
         if self.baseline is None:
             self.baseline = dict(means)
+            self._spread = {t: float(np.var([s[t] for s in scores])) for t in tasks}
+        decay = self.baseline_decay
+        for t in tasks:  # moving variance of the scores around the baseline
+            deviation = np.mean([(s[t] - self.baseline[t]) ** 2 for s in scores])
+            self._spread[t] = decay * self._spread[t] + (1 - decay) * float(deviation)
         # Advantage of each sample for each block: the mean, over the tasks
-        # the block is credited with, of (score - that task's baseline).
+        # the block is credited with, of the task's standardised gain
+        # (score - baseline) / moving standard deviation, so that the
+        # entropy bonus weighs the same whatever the metric's scale.
         advantages = []
         for sample, score in zip(samples, scores):
-            gain = {t: score[t] - self.baseline[t] for t in tasks}
+            gain = {
+                t: (score[t] - self.baseline[t]) / (np.sqrt(self._spread[t]) + 1e-8) for t in tasks
+            }
             if self.credit == "global":
                 everyone = float(np.mean(list(gain.values())))
                 advantages.append(dict.fromkeys(sample, everyone))
@@ -627,7 +641,6 @@ class ShareRouting:
             self.logits[name] = self.logits[name] + self.policy_learning_rate * m_hat / (
                 np.sqrt(v_hat) + epsilon
             )
-        decay = self.baseline_decay
         self.baseline = {t: decay * self.baseline[t] + (1 - decay) * means[t] for t in tasks}
         return [float(np.mean(list(s.values()))) for s in scores]
 

@@ -52,7 +52,6 @@ def _search(seed, **overrides):
     settings = dict(
         num_experts=3,
         max_route_size=1,
-        entropy_weight=0.05,
         optimizer=keras.optimizers.Adam(0.01),
         seed=seed,
     )
