@@ -248,7 +248,9 @@ class WeightedModel(keras.Model):
                 for grads in task_gradients
             ]
             losses = replica_context.all_reduce(tf.distribute.ReduceOp.MEAN, losses)
-            present = replica_context.all_reduce(tf.distribute.ReduceOp.MAX, present)
+            present = tf.cast(
+                replica_context.all_reduce(tf.distribute.ReduceOp.SUM, present) > 0, tf.float32
+            )
         norms = tf.stack([tf.linalg.global_norm(grads) for grads in task_gradients])
         self.weighting.update_from_gradients(losses, norms, present)
         self.optimizer.apply_gradients(
