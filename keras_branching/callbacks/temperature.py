@@ -72,9 +72,11 @@ class TemperatureSchedule(keras.callbacks.Callback):
     protocol (an attribute `temperature_variable`, a non-trainable scalar
     variable; see `keras_branching.callbacks.temperature`), for example every
     `GumbelRouter` of a supernet. The step `s` is the optimizer's
-    `iterations` (training steps done so far), so the schedule continues
-    across several `fit` calls and is exact with `steps_per_execution > 1`
-    (where it changes once per execution).
+    `iterations` (training steps done so far; read once per epoch, then
+    counted), so the schedule continues across several `fit` calls and is
+    exact with `steps_per_execution > 1` (where it changes once per
+    execution). Variables are assigned only when the value changes, so the
+    per-step cost is a few Python operations once the floor is reached.
 
     Schedules (`s` counts steps after the warm-up):
 
@@ -154,6 +156,8 @@ class TemperatureSchedule(keras.callbacks.Callback):
         self.decay_steps = decay_steps
         self.warmup_steps = int(warmup_steps)
         self._variables = []
+        self.current_temperature = None
+        self._epoch_start = 0
 
     def temperature(self, step):
         """The temperature of training step `step` (0-based), a float."""
@@ -179,13 +183,14 @@ class TemperatureSchedule(keras.callbacks.Callback):
             value = self.initial_temperature / math.sqrt(step + 1)
         return max(self.min_temperature, value)
 
-    def _step(self):
+    def _iterations(self):
         return int(np.asarray(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
 
     def _assign(self, value):
-        for _, variable in self._variables:
-            variable.assign(value)
-        self.current_temperature = value
+        if value != self.current_temperature:  # after the floor: nothing to do
+            for _, variable in self._variables:
+                variable.assign(value)
+            self.current_temperature = value
 
     def on_train_begin(self, logs=None):
         self._variables = find_temperature_variables(self.model)
@@ -195,10 +200,18 @@ class TemperatureSchedule(keras.callbacks.Callback):
                 f"{self.model.name!r}. Expected layers with a `temperature_variable` "
                 "attribute (a non-trainable scalar variable), such as `GumbelRouter`."
             )
-        self._assign(self.temperature(self._step()))
+        self.current_temperature = None
+        self._epoch_start = self._iterations()
+        self._assign(self.temperature(self._epoch_start))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read the optimizer's step once per epoch (a device sync), then count
+        # batches: `batch` is the index of the epoch's next step, also with
+        # `steps_per_execution > 1`.
+        self._epoch_start = self._iterations()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._assign(self.temperature(self._step()))
+        self._assign(self.temperature(self._epoch_start + batch))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -126,3 +126,13 @@ def test_model_without_temperature_is_an_error():
 def test_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         TemperatureSchedule(**kwargs)
+
+
+def test_steps_per_execution():
+    model, routers = _model()
+    model.compile("sgd", "mse", steps_per_execution=2)
+    recorder = _Recorder(routers)
+    schedule = TemperatureSchedule(decay_rate=0.5, initial_temperature=64.0)
+    _fit(model, [schedule, recorder], epochs=2, steps=4)
+    # One call per execution of two steps; epoch 2 starts at step 4.
+    assert recorder.seen == [[t, t] for t in (64.0, 16.0, 4.0, 1.0)]
