@@ -1,6 +1,7 @@
 """keras_branching: decide which layers which tasks share, as plain Keras models."""
 
-from keras_branching import datasets, layers
+from keras_branching import affinity, datasets, layers, tuning, weighting
+from keras_branching.affinity_branching import AffinityBranching, AffinityBranchingResult
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers import BranchPoint
 from keras_branching.reading import read_tree
@@ -10,11 +11,16 @@ from keras_branching.tree import BranchingTree
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffinityBranching",
+    "AffinityBranchingResult",
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
     "Task",
+    "affinity",
     "datasets",
     "layers",
     "read_tree",
+    "tuning",
+    "weighting",
 ]

@@ -315,7 +315,9 @@ class BranchedModelBuilder:
             optimizer=optimizer,
             loss={t.name: t.loss for t in self.tasks},
             loss_weights={t.name: t.loss_weight for t in self.tasks},
-            metrics={t.name: list(t.metrics) for t in self.tasks if t.metrics},
+            # Weighted, so that examples masked out with sample weight 0 (see
+            # `datasets.mask_missing`) do not count in their task's metrics.
+            weighted_metrics={t.name: list(t.metrics) for t in self.tasks if t.metrics},
             **compile_kwargs,
         )
         return model

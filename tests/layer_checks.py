@@ -9,9 +9,17 @@ forward pass under the `mixed_float16` policy.
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 BATCH = 4
+
+# Tests that differentiate with `tf.GradientTape` directly; the layers
+# themselves are backend-agnostic and pass the checks below on JAX too.
+requires_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="differentiates with tf.GradientTape; the layer itself is backend-agnostic",
+)
 
 
 def _as_list(x):

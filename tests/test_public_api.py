@@ -5,13 +5,18 @@ import keras_branching
 
 # The public names other code depends on; change only on purpose.
 EXPECTED = [
+    "AffinityBranching",
+    "AffinityBranchingResult",
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
     "Task",
+    "affinity",
     "datasets",
     "layers",
     "read_tree",
+    "tuning",
+    "weighting",
 ]
 
 

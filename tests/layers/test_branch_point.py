@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_branching.layers import BranchPoint
-from tests.layer_checks import check_layer
+from tests.layer_checks import check_layer, requires_tensorflow
 
 
 @pytest.mark.parametrize("gradient_scale", [None, "mean"])
@@ -26,6 +26,7 @@ def test_outputs_equal_input():
         np.testing.assert_array_equal(np.asarray(out), x)  # bit for bit
 
 
+@requires_tensorflow
 @pytest.mark.parametrize("gradient_scale, factor", [(None, 1.0), ("mean", 1 / 4)])
 def test_gradient_scale(gradient_scale, factor):
     x = tf.constant(np.ones((2, 3), "float32"))
