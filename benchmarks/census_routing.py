@@ -21,7 +21,8 @@ Default run (about 10 to 20 minutes on 2 busy CPU cores):
     python benchmarks/census_routing.py
 
 Longer runs: `--seeds 5 --epochs 15 --search-epochs 20`; the second MMoE
-setup: `--tasks education,marital`.
+setup: `--tasks education,marital`; the paper's plain REINFORCE:
+`--credit global --entropy-weight 0`.
 """
 
 import argparse
@@ -56,6 +57,8 @@ def parse_args(argv):
     parser.add_argument("--queries", default="input", choices=["input", "all"])
     parser.add_argument("--steps-per-update", type=int, default=2)
     parser.add_argument("--samples-per-update", type=int, default=4)
+    parser.add_argument("--entropy-weight", type=float, default=0.5)
+    parser.add_argument("--credit", default="tasks", choices=["tasks", "global"])
     parser.add_argument("--tower-units", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=6, help="retraining epochs")
     parser.add_argument("--search-epochs", type=int, default=6)
@@ -149,6 +152,8 @@ def main(argv=None):
             tasks,
             num_experts=args.experts,
             queries=args.queries,
+            entropy_weight=args.entropy_weight,
+            credit=args.credit,
             optimizer=keras.optimizers.Adam(args.learning_rate),
             seed=seed,
         )
