@@ -8,7 +8,7 @@ the independent tree.
 
 Usage:
     python benchmarks/supernet_step.py [--tasks 4] [--blocks 3] [--units 256]
-        [--input-dim 100] [--batch 256] [--steps 40] [--repeats 3] [--jit]
+        [--input-dim 100] [--batch 256] [--steps 40] [--repeats 5] [--jit]
 """
 
 import argparse
@@ -37,16 +37,23 @@ def _builder(args):
     )
 
 
-def _step_time(model, x, y, args, callbacks=()):
-    """Median seconds per training step over `repeats` fits of `steps` steps."""
-    fit = dict(batch_size=args.batch, verbose=0, callbacks=list(callbacks))
-    model.fit(x, y, epochs=1, **fit)  # trace and warm up
-    times = []
+def _step_times(runs, x, y, args):
+    """Best seconds per training step of each `(model, callbacks)` run.
+
+    The runs are interleaved, `repeats` rounds of one `steps`-step epoch
+    each, and the minimum is kept: on a shared machine the minimum is the
+    least disturbed measurement.
+    """
+    fits = [dict(batch_size=args.batch, verbose=0, callbacks=list(cb)) for _, cb in runs]
+    for (model, _), fit in zip(runs, fits):
+        model.fit(x, y, epochs=1, **fit)  # trace and warm up
+    times = [[] for _ in runs]
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        model.fit(x, y, epochs=1, **fit)
-        times.append((time.perf_counter() - start) / args.steps)
-    return float(np.median(times))
+        for (model, _), fit, out in zip(runs, fits, times):
+            start = time.perf_counter()
+            model.fit(x, y, epochs=1, **fit)
+            out.append((time.perf_counter() - start) / args.steps)
+    return [min(t) for t in times]
 
 
 def main():
@@ -57,7 +64,7 @@ def main():
     parser.add_argument("--input-dim", type=int, default=100)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jit", action="store_true", help="compile with jit_compile=True")
     args = parser.parse_args()
 
@@ -77,9 +84,9 @@ def main():
         == supernet.count_params()
     ), "the two models should hold the same block copies"
 
-    t_independent = _step_time(independent, x, y, args)
-    t_supernet = _step_time(supernet, x, y, args, [TemperatureSchedule()])
-    t_supernet_plain = _step_time(supernet, x, y, args)
+    t_independent, t_supernet, t_supernet_plain = _step_times(
+        [(independent, []), (supernet, [TemperatureSchedule()]), (supernet, [])], x, y, args
+    )
     print(
         f"tasks={args.tasks} blocks={args.blocks} units={args.units} batch={args.batch} "
         f"jit={args.jit} backend={keras.backend.backend()}"
