@@ -18,6 +18,8 @@ from keras import ops
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.task import Task
 
+_REDUCTIONS = ("stack", "mean", "none")
+
 
 def _sanitize(name):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -77,6 +79,101 @@ class EmptyAllocation(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
+class JointComponents(keras.layers.Layer):
+    """Applies shared components once to every task's batch, joined.
+
+    Every task's tensor goes through the same component weights, so the
+    per-task batches are concatenated, each component runs once on the
+    joined batch and the result is split back per task. The graph then
+    holds each component once instead of once per task, which keeps
+    tracing fast with many tasks. Only valid for components that treat
+    examples independently (convolutions, pooling, GroupNormalization;
+    not BatchNormalization).
+
+    Args:
+        components: list of Keras layers, with outputs of one shape.
+        reduce: `"stack"` (each task gets its component outputs stacked on
+            axis 1, the input of an `AllocationMask`), `"mean"` (their mean:
+            every task uses every component) or `"none"` (one component;
+            each task gets its output).
+        **kwargs: base layer keyword arguments.
+
+    Call arguments:
+        inputs: a list of per-task tensors, with one shape but the batch.
+        training: passed to the components.
+
+    Returns:
+        A list of per-task tensors.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> joint = JointComponents([keras.layers.Dense(3), keras.layers.Dense(3)])
+    >>> [tuple(y.shape) for y in joint([np.ones((2, 4)), np.ones((5, 4))])]
+    [(2, 2, 3), (5, 2, 3)]
+    """
+
+    def __init__(self, components, reduce="stack", **kwargs):
+        if reduce not in _REDUCTIONS:
+            raise ValueError(
+                f"Expected `reduce` to be one of {_REDUCTIONS}. Received: reduce={reduce!r}"
+            )
+        components = [
+            c if isinstance(c, keras.layers.Layer) else keras.saving.deserialize_keras_object(c)
+            for c in components
+        ]
+        if not components or (reduce == "none" and len(components) != 1):
+            raise ValueError(
+                "Expected at least one component (exactly one with reduce='none'). "
+                f"Received {len(components)} components with reduce={reduce!r}"
+            )
+        super().__init__(**kwargs)
+        self.components = components
+        self.reduce = reduce
+
+    def build(self, input_shape):
+        shape = (None, *input_shape[0][1:])
+        outputs = []
+        for component in self.components:
+            if not component.built:
+                component.build(shape)
+            outputs.append(tuple(component.compute_output_shape(shape))[1:])
+        if len(set(outputs)) > 1:
+            raise ValueError(
+                f"Expected the components of {self.name!r} to give outputs of one shape. "
+                f"Received shapes {outputs}"
+            )
+
+    def call(self, inputs, training=None):
+        joined = ops.concatenate(list(inputs), axis=0) if len(inputs) > 1 else inputs[0]
+        outputs = [component(joined, training=training) for component in self.components]
+        if self.reduce == "none":
+            output = outputs[0]
+        else:
+            output = ops.stack(outputs, axis=1)
+            if self.reduce == "mean":
+                output = ops.mean(output, axis=1)
+        if len(inputs) == 1:
+            return [output]
+        results, start = [], 0
+        for x in inputs:
+            size = ops.shape(x)[0]
+            results.append(output[start : start + size])
+            start = start + size
+        return results
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "components": [keras.saving.serialize_keras_object(c) for c in self.components],
+                "reduce": self.reduce,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_branching")
 class AllocationModel(keras.Model):
     """A functional multi-task model trained as in the allocation paper.
 
@@ -122,8 +219,16 @@ class AllocationModel(keras.Model):
         self.allocation_optimizer = (
             None if allocation_optimizer is None else keras.optimizers.get(allocation_optimizer)
         )
+        # Build both optimizers now, outside the compiled training function:
+        # creating slots inside it is slow for large models.
+        self.optimizer.build(self._model_weights())
         if self.allocation_optimizer is not None and self.allocation_variables:
             self.allocation_optimizer.build(self.allocation_variables)
+
+    def _model_weights(self):
+        """Every trainable weight but the allocation logits."""
+        allocation = {id(v) for v in self.allocation_variables}
+        return [v for v in self.trainable_weights if id(v) not in allocation]
 
     @property
     def allocation_variables(self):
@@ -147,8 +252,7 @@ class AllocationModel(keras.Model):
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         allocation = self.allocation_variables
-        allocation_ids = {id(v) for v in allocation}
-        weights = [v for v in self.trainable_weights if id(v) not in allocation_ids]
+        weights = self._model_weights()
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self._compute_loss(
@@ -391,44 +495,45 @@ class AllocationBuilder:
         Returns:
             An `AllocationModel` with inputs and outputs in dicts keyed by task.
         """
+        return self._build_joint(masked=True, compile=compile, **compile_kwargs)
+
+    def _build_joint(self, masked, compile=True, **compile_kwargs):
+        """The allocation network (`masked`) or the shared one, on joined batches."""
         inputs = self._make_inputs()
-        features = dict(inputs)
         names = self.task_names
+        features = [inputs[t] for t in names]
         for index, entry in enumerate(self.layers):
             if not isinstance(entry, list):
                 layer = self._make(entry, f"layer{index + 1}")
-                features = {t: layer(features[t]) for t in names}
+                features = JointComponents([layer], "none", name=f"layer{index + 1}_joint")(
+                    features
+                )
                 continue
             components = [
                 self._make(factory, f"layer{index + 1}_c{k + 1}") for k, factory in enumerate(entry)
             ]
-            outputs = {t: [c(features[t]) for c in components] for t in names}
-            shape = self._check_same_shapes(index, [o for t in names for o in outputs[t]])
-            expand = keras.layers.Reshape((1, *shape), name=f"layer{index + 1}_expand")
-            stacked = []
-            for t in names:
-                expanded = [expand(o) for o in outputs[t]]
-                if len(expanded) == 1:
-                    stacked.append(expanded[0])
-                else:
-                    stacked.append(
-                        keras.layers.Concatenate(
-                            axis=1, name=f"layer{index + 1}_stack_{_sanitize(t)}"
-                        )(expanded)
-                    )
-            mask_index = self.routed_layers.index(index)
-            mask = AllocationMask(
-                len(names),
-                len(components),
-                initial_probability=self.initial_probability,
-                temperature=self.temperature,
-                budget=self.budget,
-                budget_weight=self.budget_weight,
-                seed=None if self.seed is None else self.seed + mask_index,
-                name=f"layer{index + 1}_allocation",
+            joint = JointComponents(
+                components,
+                "stack" if masked else "mean",
+                name=f"layer{index + 1}_components",
             )
-            features = dict(zip(names, mask(stacked)))
-        model = AllocationModel(inputs, self._heads(features), name="allocation_network")
+            features = joint(features)
+            if masked:
+                mask_index = self.routed_layers.index(index)
+                mask = AllocationMask(
+                    len(names),
+                    len(components),
+                    initial_probability=self.initial_probability,
+                    temperature=self.temperature,
+                    budget=self.budget,
+                    budget_weight=self.budget_weight,
+                    seed=None if self.seed is None else self.seed + mask_index,
+                    name=f"layer{index + 1}_allocation",
+                )
+                features = mask(features)
+        outputs = self._heads(dict(zip(names, features)))
+        name = "allocation_network" if masked else "shared_network"
+        model = AllocationModel(inputs, outputs, name=name)
         if compile:
             self.compile(model, **compile_kwargs)
         return model
@@ -523,9 +628,13 @@ class AllocationBuilder:
         return model
 
     def build_shared(self, compile=True, **compile_kwargs):
-        """The fully shared baseline: every task uses every component."""
-        ones = [np.ones((len(self.tasks), c), bool) for c in self.num_components]
-        return self.build_static(ones, compile=compile, **compile_kwargs)
+        """The fully shared baseline: every task uses every component.
+
+        The same network as `build_static` with every component allocated to
+        every task (one set of weights), built on joined batches like the
+        allocation network, so it traces fast with many tasks.
+        """
+        return self._build_joint(masked=False, compile=compile, **compile_kwargs)
 
     def build_independent(self, compile=True, **compile_kwargs):
         """The independent baseline: each task has its own copy of everything."""
@@ -604,8 +713,9 @@ class AllocationBuilder:
         allocations = self.allocations(model)
 
         def get_layer(index, k, task):
-            name = f"layer{index + 1}" + ("" if k is None else f"_c{k + 1}")
-            return model.get_layer(name)
+            if k is None:
+                return model.get_layer(f"layer{index + 1}_joint").components[0]
+            return model.get_layer(f"layer{index + 1}_components").components[k]
 
         return self._build_static(
             allocations, get_layer, keras.Model, "allocated_network", source=model
