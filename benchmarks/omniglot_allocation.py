@@ -28,6 +28,7 @@ in a random task order, so its 8,000 steps were 160,000 updates.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -105,12 +106,17 @@ def omniglot_layers(filters=48, num_layers=8, num_downsamples=5, groups=4):
     return layers
 
 
+def task_name(alphabet):
+    """Alphabet names hold parentheses, which Keras does not allow in output names."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", alphabet)
+
+
 def accuracies(model, data, split, batch_size=256):
     """Per-task accuracy of a static model on `split`."""
     result = {}
     for task in data.tasks:
         x, y = data.arrays[split][task]
-        logits = task_model(model, task).predict(x, batch_size=batch_size, verbose=0)
+        logits = task_model(model, task_name(task)).predict(x, batch_size=batch_size, verbose=0)
         result[task] = float(np.mean(np.argmax(logits, axis=-1) == y))
     return result
 
@@ -152,7 +158,8 @@ def run(network, builder, data, args):
         model = builder.build_shared(**compile_kwargs)
     else:
         model = builder.build_independent(**compile_kwargs)
-    dataset = task_batches(data.train, args.batch_size, seed=args.seed)
+    train = {task_name(a): dataset for a, dataset in data.train.items()}
+    dataset = task_batches(train, args.batch_size, seed=args.seed)
     keeper = BestOnValidation(builder, data, network)
     callbacks = [keeper]
     if network == "allocation":

@@ -19,6 +19,7 @@ from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.task import Task
 
 _REDUCTIONS = ("stack", "mean", "none")
+_VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _sanitize(name):
@@ -352,6 +353,12 @@ class AllocationBuilder:
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"Expected unique task names. Received: {names}")
+        for name in names:
+            if not _VALID_NAME.match(name):
+                raise ValueError(
+                    "Expected task names made of letters, digits and `_.-` (Keras names "
+                    f"inputs, outputs and metrics after them). Received: {name!r}"
+                )
         self.tasks = list(tasks)
         self.input_shapes = self._check_inputs(inputs, names)
         self.layers = self._check_layers(layers)

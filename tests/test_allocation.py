@@ -215,6 +215,8 @@ def test_bad_arguments():
         AllocationBuilder((6,), layers, _tasks(), initial_probability=1.5)
     with pytest.raises(ValueError, match="one input shape per task"):
         AllocationBuilder({"a": (6,)}, layers, _tasks())
+    with pytest.raises(ValueError, match=r"Received: 'x \(y\)'"):
+        AllocationBuilder((6,), layers, _tasks(["x (y)"]))
     with pytest.raises(ValueError, match="unique task names"):
         AllocationBuilder((6,), layers, _tasks(["a", "a"]))
     with pytest.raises(ValueError, match="of one shape"):
