@@ -71,7 +71,7 @@ class RouterOptimizer(keras.optimizers.Optimizer):
     >>> opt = RouterOptimizer(
     ...     keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-2)
     ... )
-    >>> float(opt.router_optimizer.learning_rate.numpy())
+    >>> round(float(opt.router_optimizer.learning_rate.numpy()), 6)
     0.01
     """
 
@@ -273,7 +273,7 @@ def build_supernet(
     ...     (8,), [lambda: keras.layers.Dense(4)] * 2,
     ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "abc"])
     >>> supernet = build_supernet(builder, [2, 3])
-    >>> supernet.get_layer("router_block2").router_logits.shape
+    >>> tuple(supernet.get_layer("router_block2").router_logits.shape)
     (3, 2)
     """
     widths = check_widths(builder, widths)
