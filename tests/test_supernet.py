@@ -199,3 +199,16 @@ def test_rejects_bad_router_settings():
     adam = keras.optimizers.Adam()
     with pytest.raises(ValueError, match="same instance twice"):
         RouterOptimizer(adam, adam)
+
+
+def test_mixed_precision_fit_with_router_optimizer():
+    keras.config.set_dtype_policy("mixed_float16")  # conftest restores float32
+    supernet = build_supernet(make_builder(), [1, 2, 3], router_learning_rate=0.05, seed=0)
+    assert isinstance(supernet.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(supernet.optimizer.inner_optimizer, RouterOptimizer)
+    x, y = data()
+    history = supernet.fit(
+        x, y, batch_size=8, epochs=1, verbose=0, callbacks=[TemperatureSchedule()]
+    )
+    assert np.isfinite(history.history["loss"]).all()
+    assert supernet.get_layer("router_block3").router_logits.dtype == "float32"
