@@ -242,7 +242,7 @@ def main(argv=None):
     print(f"{data} loaded in {time.time() - start:.1f}s", flush=True)
     tasks = [
         Task(
-            name,
+            task_name(name),
             head=(lambda n=n: keras.layers.Dense(n)),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
