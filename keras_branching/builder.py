@@ -306,11 +306,22 @@ class BranchedModelBuilder:
                 routed[c] = branch
         return routed
 
-    def compile(self, model, **compile_kwargs):
-        """Compiles `model` with the builder's optimizer and each task's loss."""
-        optimizer = self.optimizer
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            optimizer = optimizer.__class__.from_config(optimizer.get_config())
+    def fresh_optimizer(self):
+        """The builder's optimizer, as a fresh instance (or its name)."""
+        if isinstance(self.optimizer, keras.optimizers.Optimizer):
+            return self.optimizer.__class__.from_config(self.optimizer.get_config())
+        return self.optimizer
+
+    def compile(self, model, optimizer=None, **compile_kwargs):
+        """Compiles `model` with each task's loss, loss weight and metrics.
+
+        Args:
+            model: a model whose outputs are a dict keyed by task name.
+            optimizer: optional optimizer; by default a fresh copy of the
+                builder's.
+            **compile_kwargs: extra arguments for `model.compile`.
+        """
+        optimizer = self.fresh_optimizer() if optimizer is None else optimizer
         model.compile(
             optimizer=optimizer,
             loss={t.name: t.loss for t in self.tasks},

@@ -299,18 +299,10 @@ def build_supernet(
     outputs = {task.name: builder.make_head(task)(nodes[t]) for t, task in enumerate(builder.tasks)}
     model = keras.Model(inputs, outputs, name="supernet")
     if compile:
-        optimizer = builder.optimizer
+        optimizer = None  # the builder's
         if router_learning_rate is not None:
-            optimizer = router_optimizer(optimizer, router_learning_rate)
-        elif isinstance(optimizer, keras.optimizers.Optimizer):
-            optimizer = optimizer.__class__.from_config(optimizer.get_config())
-        model.compile(
-            optimizer=optimizer,
-            loss={t.name: t.loss for t in builder.tasks},
-            loss_weights={t.name: t.loss_weight for t in builder.tasks},
-            metrics={t.name: list(t.metrics) for t in builder.tasks if t.metrics},
-            **compile_kwargs,
-        )
+            optimizer = router_optimizer(builder.optimizer, router_learning_rate)
+        builder.compile(model, optimizer=optimizer, **compile_kwargs)
     return model
 
 

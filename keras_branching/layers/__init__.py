@@ -1,5 +1,7 @@
 """Custom Keras layers of keras_branching, each registered for serialisation."""
 
 from keras_branching.layers.branch_point import BranchPoint
+from keras_branching.layers.gated_route import GatedRoute
+from keras_branching.layers.gumbel_router import GumbelRouter
 
-__all__ = ["BranchPoint"]
+__all__ = ["BranchPoint", "GatedRoute", "GumbelRouter"]
