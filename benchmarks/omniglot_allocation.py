@@ -8,11 +8,13 @@ splits. Paper: 93.52% mean test accuracy for the learned allocation.
 Default settings: the paper's (105x105 images, 48 filters, 8 routed layers
 of 7 components, batch 16 per task, 8,000 steps, Adam 1e-4 / 2e-3, weight
 decay 3e-4, p0 = 0.97, temperature max(0.5, 50 / sqrt(step + 1)), model
-chosen by mean validation accuracy). They need a GPU; run one network per
-call to stay within a lent GPU's 10 minutes a command, for example:
+chosen by mean validation accuracy). They need a GPU, and by a FLOP count
+(about 8 TFLOP per step at 105x105) more than one 10-minute command per
+network: run one network per call, with a checkpoint directory and a time
+limit, and repeat the same command until it prints the results:
 
-    python benchmarks/omniglot_allocation.py --networks allocation --mixed-precision
-    python benchmarks/omniglot_allocation.py --networks shared,independent --mixed-precision
+    python benchmarks/omniglot_allocation.py --networks allocation --mixed-precision \
+        --checkpoint-dir ckpt --time-limit 8
 
 `--reduced`: a setting that finishes in under an hour on 2 CPU cores:
 28x28 images, 16 filters, 1,000 steps, validation every 250 steps (the
@@ -128,6 +130,7 @@ class BestOnValidation(keras.callbacks.Callback):
         super().__init__()
         self.builder, self.data, self.network = builder, data, network
         self.best, self.best_weights, self.history = -1.0, None, []
+        self.epochs_done, self.checkpoint, self.deadline = 0, None, None
 
     def static(self):
         if self.network == "allocation":
@@ -135,6 +138,7 @@ class BestOnValidation(keras.callbacks.Callback):
         return self.model
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epochs_done = epoch + 1
         validation = float(
             np.mean(list(accuracies(self.static(), self.data, "validation").values()))
         )
@@ -147,6 +151,40 @@ class BestOnValidation(keras.callbacks.Callback):
         )
         if validation > self.best:
             self.best, self.best_weights = validation, self.model.get_weights()
+        if self.checkpoint:
+            save_checkpoint(self.checkpoint, self.model, self)
+        if self.deadline and time.time() > self.deadline:
+            self.model.stop_training = True
+
+
+def _optimizers(model):
+    return [o for o in (model.optimizer, getattr(model, "allocation_optimizer", None)) if o]
+
+
+def save_checkpoint(path, model, keeper):
+    """Weights, optimizer states, best weights and history, to resume a later call."""
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    for j, optimizer in enumerate(_optimizers(model)):
+        arrays.update({f"o{j}_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"b{i}": w for i, w in enumerate(keeper.best_weights)})
+    meta = {"epochs": keeper.epochs_done, "best": keeper.best, "history": keeper.history}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path + ".tmp.npz", **arrays)
+    os.replace(path + ".tmp.npz", path)
+
+
+def load_checkpoint(path, model, keeper):
+    with np.load(path) as stored:
+        count = len(model.get_weights())
+        model.set_weights([stored[f"w{i}"] for i in range(count)])
+        for j, optimizer in enumerate(_optimizers(model)):
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(stored[f"o{j}_{i}"])
+        keeper.best_weights = [stored[f"b{i}"] for i in range(count)]
+        meta = json.loads(stored["meta"].tobytes().decode())
+    keeper.best, keeper.history = meta["best"], [tuple(h) for h in meta["history"]]
+    keeper.epochs_done = meta["epochs"]
+    return meta["epochs"]
 
 
 def run(network, builder, data, args):
@@ -167,15 +205,33 @@ def run(network, builder, data, args):
             TemperatureSchedule("inverse_sqrt", initial_temperature=50.0, min_temperature=0.5)
         )
     start = time.time()
-    model.fit(
-        dataset,
-        steps_per_epoch=args.eval_every,
-        epochs=args.steps // args.eval_every,
-        callbacks=callbacks,
-        verbose=0,
-        shuffle=False,
-    )
+    epochs, initial_epoch = args.steps // args.eval_every, 0
+    if args.checkpoint_dir:
+        os.makedirs(args.checkpoint_dir, exist_ok=True)
+        keeper.checkpoint = os.path.join(args.checkpoint_dir, f"{network}.npz")
+        if os.path.exists(keeper.checkpoint):
+            initial_epoch = load_checkpoint(keeper.checkpoint, model, keeper)
+            print(f"  {network}: resumed after epoch {initial_epoch}", flush=True)
+    if args.time_limit:
+        keeper.deadline = start + 60 * args.time_limit
+    if initial_epoch < epochs:
+        model.fit(
+            dataset,
+            steps_per_epoch=args.eval_every,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,
+        )
     seconds = time.time() - start
+    if keeper.epochs_done < epochs:
+        print(
+            f"  {network}: stopped at the time limit after epoch {keeper.epochs_done} of "
+            f"{epochs}; run the same command again to resume from {keeper.checkpoint}",
+            flush=True,
+        )
+        return None
     model.set_weights(keeper.best_weights)
     static = builder.export(model) if network == "allocation" else model
     test = accuracies(static, data, "test")
@@ -220,6 +276,17 @@ def main(argv=None):
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16 (for GPUs)")
     parser.add_argument("--no-jit", dest="jit", action="store_false")
     parser.add_argument("--json", default=None, help="write the results to this file")
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="save after every validation and resume from there (to split a run over calls)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="minutes; stop at the first validation past it (use with --checkpoint-dir)",
+    )
     args = parser.parse_args(argv)
     settings = {"image_size": 105, "filters": 48, "steps": 8000, "eval_every": 500}
     if args.reduced:
@@ -271,6 +338,8 @@ def main(argv=None):
     }
     print(f"settings: {settings}", flush=True)
     results = [run(network, builder, data, args) for network in networks]
+    if any(r is None for r in results):
+        return results
 
     print(
         f"\nMean test accuracy over {len(data.tasks)} Omniglot tasks "
