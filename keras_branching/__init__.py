@@ -1,5 +1,11 @@
 """keras_branching: decide which layers which tasks share, as plain Keras models."""
 
+from keras_branching._quiet import import_keras_quietly
+
+import_keras_quietly()  # before anything imports keras; see _quiet.py
+
+# ruff: noqa: E402
+
 from keras_branching import affinity, callbacks, datasets, layers, tuning, weighting
 from keras_branching.affinity_branching import AffinityBranching, AffinityBranchingResult
 from keras_branching.builder import BranchedModelBuilder

@@ -2,42 +2,22 @@
 
 `keras-branching demo` shows the library end to end on synthetic tasks whose
 true grouping is known: it trains the fully shared, the fully independent
-and the true-grouping trees, compares them, exports the best as a
-SavedModel and checks that the served model answers like `predict`.
+and the true-grouping trees; lets two search methods (affinity-guided
+branching and learning to branch) choose trees and retrains them; compares
+everything, exports the best as a SavedModel and checks that the served
+model answers like `predict`.
 """
 
 import argparse
-import contextlib
 import os
 import sys
 import time
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silences C++ log lines TensorFlow prints before its logging is set up."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable stderr: nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
-
-
 def _import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr():
-        import keras
-        import tensorflow as tf
+    import keras
+    import tensorflow as tf
 
-        tf.constant(0.0) + 1.0  # first op: triggers the remaining start-up logs
     return keras, tf
 
 
@@ -118,15 +98,74 @@ def _train(keras, builder, tree, label, train, val, args):
     return model, {t: scores[f"{t}_loss"] for t in builder.task_names}
 
 
+def _same_groups(found, true):
+    return {frozenset(g) for g in found} == {frozenset(g) for g in true}
+
+
+def _affinity_section(keras, builder, train, val, groups, true_tree, args):
+    from keras_branching.affinity_branching import AffinityBranching
+
+    budget = builder.count_params(true_tree)
+    print(
+        "\nAffinity-guided branching: train single-task networks, measure how alike "
+        f"their representations are, pick the cheapest tree within {budget:,} "
+        "parameters (the true grouping's size)."
+    )
+    keras.utils.set_random_seed(args.seed)
+    progress = _Progress(keras, "single-task networks", args.epochs)
+    result = AffinityBranching(builder, num_samples=min(500, len(val[0])), budget=budget).fit(
+        *train,
+        validation_data=val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0,
+        callbacks=[progress.callback],
+    )
+    print(result.summary())
+    last = result.tree.groups(-1)
+    verdict = "matches" if _same_groups(last, groups) else "differs from"
+    print(f"  Groups at the last block: {[list(g) for g in last]}: {verdict} the true grouping.")
+    return result.tree
+
+
+def _learn_to_branch_section(keras, builder, train, val, groups, args):
+    from keras_branching.learn_to_branch import LearnToBranch
+
+    widths = [1] + [args.groups] * (args.blocks - 2) + [len(builder.tasks)]
+    print(
+        f"\nLearning to branch: a supernet of widths {widths} whose Gumbel-softmax "
+        "routers learn each node's parent; the tree is read from the routers."
+    )
+    keras.utils.set_random_seed(args.seed)
+    progress = _Progress(keras, "supernet", args.epochs)
+    tree = LearnToBranch(builder, widths, seed=args.seed).search(
+        *train,
+        validation_data=val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0,
+        callbacks=[progress.callback],
+    )
+    print(tree)
+    # The last block has one node per task; the grouping shows one block before.
+    learned = tree.groups(args.blocks - 2)
+    verdict = "matches" if _same_groups(learned, groups) else "differs from"
+    print(
+        f"  Groups at block {args.blocks - 1}: {[list(g) for g in learned]}: {verdict} "
+        f"the true grouping {groups}."
+    )
+    return tree
+
+
 def _print_table(builder, results):
     names = list(results)
-    header = f"  {'task':<12}" + "".join(f"{n:>14}" for n in names)
+    header = f"  {'task':<12}" + "".join(f"{n:>16}" for n in names)
     print(header)
     print("  " + "-" * (len(header) - 2))
     for task in builder.task_names:
-        print(f"  {task:<12}" + "".join(f"{results[n]['losses'][task]:>14.4f}" for n in names))
-    print(f"  {'mean':<12}" + "".join(f"{results[n]['mean']:>14.4f}" for n in names))
-    print(f"  {'parameters':<12}" + "".join(f"{results[n]['params']:>14,}" for n in names))
+        print(f"  {task:<12}" + "".join(f"{results[n]['losses'][task]:>16.4f}" for n in names))
+    print(f"  {'mean':<12}" + "".join(f"{results[n]['mean']:>16.4f}" for n in names))
+    print(f"  {'parameters':<12}" + "".join(f"{results[n]['params']:>16,}" for n in names))
 
 
 def demo(args):
@@ -146,7 +185,12 @@ def demo(args):
         "independent": builder.independent_tree(),
         "true grouping": true_tree,
     }
-    print("Training each tree (validation loss is MSE):")
+    if not args.skip_search:
+        trees["affinity"] = _affinity_section(keras, builder, train, val, groups, true_tree, args)
+        trees["learn to branch"] = _learn_to_branch_section(
+            keras, builder, train, val, groups, args
+        )
+    print("\nTraining each tree from scratch (validation loss is MSE):")
     results = {}
     for label, tree in trees.items():
         model, losses = _train(keras, builder, tree, label, train, val, args)
@@ -161,7 +205,7 @@ def demo(args):
     _print_table(builder, results)
 
     reference = results["independent"]
-    for label in ("shared", "true grouping"):
+    for label in (n for n in results if n != "independent"):
         r = results[label]
         print(
             f"  {label}: {r['mean'] / reference['mean']:.2f}x the independent tree's "
@@ -215,6 +259,11 @@ def _parser():
     run.add_argument("--width", type=int, default=32, help="units per block (%(default)s)")
     run.add_argument("--batch-size", type=int, default=64, help="batch size (%(default)s)")
     run.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    run.add_argument(
+        "--skip-search",
+        action="store_true",
+        help="only compare the fixed trees; skip the two search methods",
+    )
     run.set_defaults(handler=demo)
     return parser
 

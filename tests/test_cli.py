@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,10 @@ def test_demo_trains_compares_and_exports(tmp_path, capsys):
     out = capsys.readouterr().out
     for expected in ("shared", "independent", "true grouping", "parameters", "Exported"):
         assert expected in out
+    # The two search methods ran, and each compared its tree with the true one.
+    assert "Task affinity" in out and "Chosen tree" in out
+    assert "Learning to branch: a supernet of widths [1, 2, 4]" in out
+    assert out.count("the true grouping") >= 2
     assert "largest difference from predict: 0.00e+00" in out
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
     tree = BranchingTree.from_json((tmp_path / "tree.json").read_text())
@@ -29,6 +34,15 @@ def test_rejects_bad_arguments(capsys):
         main(["demo", "--blocks", "1"])
 
 
+def test_import_prints_no_tensorflow_start_up_lines():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import keras_branching"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 def test_module_entry_point_shows_help():
     result = subprocess.run(
         [sys.executable, "-m", "keras_branching", "--help"], capture_output=True, text=True
@@ -38,5 +52,5 @@ def test_module_entry_point_shows_help():
 
 
 def test_tree_json_is_plain_json(tmp_path):
-    main(["demo", "--output-dir", str(tmp_path), *TINY, "--seed", "1"])
+    main(["demo", "--output-dir", str(tmp_path), *TINY, "--seed", "1", "--skip-search"])
     assert set(json.loads((tmp_path / "tree.json").read_text())) == {"tasks", "partitions"}
