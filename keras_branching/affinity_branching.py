@@ -11,10 +11,11 @@ import numbers
 
 import keras
 
+from keras_branching._validation import sanitize_name
 from keras_branching.affinity.features import branch_point_features
 from keras_branching.affinity.rsa import rsa_affinity
 from keras_branching.affinity.search import _resolve_budget, _too_small, select_tree, tree_cost
-from keras_branching.builder import BranchedModelBuilder, _sanitize
+from keras_branching.builder import BranchedModelBuilder
 from keras_branching.tree import BranchingTree
 
 
@@ -39,7 +40,7 @@ def _share_initial_weights(model, builder):
         (builder.block_name(d, (first,)), [builder.block_name(d, (t,)) for t in others])
         for d in range(builder.num_blocks)
     ]
-    pairs.append((f"head_{_sanitize(first)}", [f"head_{_sanitize(t)}" for t in others]))
+    pairs.append((f"head_{sanitize_name(first)}", [f"head_{sanitize_name(t)}" for t in others]))
     for source_name, target_names in pairs:
         weights = model.get_layer(source_name).get_weights()
         for name in target_names:
@@ -145,7 +146,7 @@ class AffinityBranching:
     Example:
 
     >>> import keras
-    >>> from keras_branching.builder import BranchedModelBuilder, _sanitize
+    >>> from keras_branching.builder import BranchedModelBuilder
     >>> from keras_branching.datasets.synthetic import synthetic_tasks
     >>> from keras_branching.task import Task
     >>> x, y, groups = synthetic_tasks(2, 2, num_examples=300, input_dim=10)

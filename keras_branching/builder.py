@@ -1,21 +1,16 @@
 """`BranchedModelBuilder`: turns a `BranchingTree` into a Keras model."""
 
 import copy
-import re
 import warnings
 
 import keras
 import numpy as np
 
+from keras_branching._validation import check_tasks, sanitize_name
 from keras_branching.layers.branch_point import BranchPoint
-from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 
 _MAX_NAME_TASKS = 4
-
-
-def _sanitize(name):
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _reseed(config, offset):
@@ -59,6 +54,7 @@ class BranchedModelBuilder:
     Example:
 
     >>> import keras
+    >>> from keras_branching import BranchingTree, Task
     >>> builder = BranchedModelBuilder(
     ...     inputs=(8,),
     ...     blocks=[lambda: keras.layers.Dense(16, activation="relu")] * 2,
@@ -91,19 +87,7 @@ class BranchedModelBuilder:
                     f"a Keras layer, or a Keras layer. Received: blocks[{i}]={block!r} "
                     f"(of type {type(block).__name__})"
                 )
-        if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)):
-            raise TypeError(f"Expected `tasks` to be a list of `Task`. Received: {tasks!r}")
-        if not tasks:
-            raise ValueError(f"Expected at least one task. Received: tasks={tasks!r}")
-        for i, task in enumerate(tasks):
-            if not isinstance(task, Task):
-                raise TypeError(
-                    "Expected each task to be a `keras_branching.Task`. "
-                    f"Received: tasks[{i}]={task!r} (of type {type(task).__name__})"
-                )
-        names = [t.name for t in tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Expected unique task names. Received: {names}")
+        tasks = check_tasks(tasks)
         BranchPoint(1, gradient_scale=gradient_scale)  # validates gradient_scale
         self.blocks = list(blocks)
         self.tasks = list(tasks)
@@ -198,7 +182,7 @@ class BranchedModelBuilder:
                 f"Expected the head of task {task.name!r} to return a Keras layer "
                 f"or model. Received: {head!r} (of type {type(head).__name__})"
             )
-        head.name = f"head_{_sanitize(task.name)}"
+        head.name = f"head_{sanitize_name(task.name)}"
         return head
 
     def block_name(self, block, tasks):
@@ -210,7 +194,7 @@ class BranchedModelBuilder:
         """
         if len(tasks) == len(self.tasks) and len(tasks) > 1:
             return f"block{block + 1}_shared"
-        names = [_sanitize(t) for t in tasks]
+        names = [sanitize_name(t) for t in tasks]
         if len(names) > _MAX_NAME_TASKS:
             names = names[:_MAX_NAME_TASKS] + [f"{len(tasks) - _MAX_NAME_TASKS}more"]
         return f"block{block + 1}_" + "-".join(names)

@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from keras_branching.builder import _sanitize
+from keras_branching._validation import sanitize_name
 
 _BLOCK_NAME = re.compile(r"^block(\d+)_(.+)$")
 
@@ -62,7 +62,7 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
             f"output keyed by task name). Received: {model!r}"
         )
     tasks = list(model.output)
-    suffixes = {_sanitize(t): t for t in tasks}
+    suffixes = {sanitize_name(t): t for t in tasks}
     if len(suffixes) != len(tasks):
         raise ValueError(
             f"Task names {tasks} collide once sanitised for layer names; cannot tell "
@@ -83,7 +83,7 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
         copies[(block, suffixes[suffix])] = layer
     num_blocks = max((block for block, _ in copies), default=0)
     missing = [
-        f"block{block}_{_sanitize(t)}"
+        f"block{block}_{sanitize_name(t)}"
         for block in range(1, num_blocks + 1)
         for t in tasks
         if (block, t) not in copies

@@ -20,6 +20,8 @@ import numbers
 import keras
 import numpy as np
 
+from keras_branching._validation import check_positive
+
 _SCHEDULES = ("exponential", "inverse_sqrt")
 
 
@@ -49,19 +51,6 @@ def find_temperature_variables(model):
 
     visit(model)
     return found
-
-
-def _check_positive(name, value, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"Expected `{name}` > 0. Received: {name}={value!r}")
-    return float(value)
 
 
 class TemperatureSchedule(keras.callbacks.Callback):
@@ -129,17 +118,17 @@ class TemperatureSchedule(keras.callbacks.Callback):
                 f"Expected `schedule` to be one of {_SCHEDULES} or a callable "
                 f"`step -> temperature`. Received: schedule={schedule!r}"
             )
-        initial_temperature = _check_positive("initial_temperature", initial_temperature)
-        min_temperature = _check_positive("min_temperature", min_temperature)
+        initial_temperature = check_positive("initial_temperature", initial_temperature)
+        min_temperature = check_positive("min_temperature", min_temperature)
         if min_temperature > initial_temperature:
             raise ValueError(
                 "Expected `min_temperature` <= `initial_temperature`. Received: "
                 f"min_temperature={min_temperature}, initial_temperature={initial_temperature}"
             )
-        decay_rate = _check_positive("decay_rate", decay_rate)
+        decay_rate = check_positive("decay_rate", decay_rate)
         if decay_rate > 1:
             raise ValueError(f"Expected `decay_rate` in (0, 1]. Received: decay_rate={decay_rate}")
-        decay_steps = _check_positive("decay_steps", decay_steps)
+        decay_steps = check_positive("decay_steps", decay_steps)
         if (
             isinstance(warmup_steps, bool)
             or not isinstance(warmup_steps, numbers.Integral)

@@ -2,7 +2,8 @@
 
 import keras
 
-from keras_branching.builder import BranchedModelBuilder, _sanitize
+from keras_branching._validation import sanitize_name
+from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.routing.plan import INPUT, RoutingPlan
 
@@ -160,7 +161,7 @@ class RoutingModelBuilder:
                 current[m] = self.make_expert(depth, m)(x)
             previous = current
         return {
-            t: self._route(*plan.tower(t), previous, inputs, name=f"gate_{_sanitize(t)}")
+            t: self._route(*plan.tower(t), previous, inputs, name=f"gate_{sanitize_name(t)}")
             for t in self.task_names
         }
 

@@ -1,26 +1,14 @@
 """GradNorm (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018). TensorFlow only."""
 
-import math
-import numbers
 import re
 
 import keras
 from keras import ops
 
+from keras_branching._validation import check_positive
 from keras_branching.weighting.base import LossWeighting
 
 _SHARED_BLOCK = re.compile(r"^block(\d+)_shared$")
-
-
-def _check_positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"Expected `{name}` > 0. Received: {name}={value!r}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
@@ -77,8 +65,8 @@ class GradNorm(LossWeighting):
                 "`DynamicWeightAverage`, which run on every backend."
             )
         super().__init__(tasks, **kwargs)
-        self.alpha = _check_positive("alpha", alpha)
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        self.alpha = check_positive("alpha", alpha)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
         if shared_layer is not None and (not isinstance(shared_layer, str) or not shared_layer):
             raise TypeError(
                 "Expected `shared_layer` to be a layer name or None. "
