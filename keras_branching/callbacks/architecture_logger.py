@@ -196,10 +196,12 @@ class ArchitectureLogger(keras.callbacks.Callback):
     def plot(self, layer_name=None, path=None):
         """Draws how the recorded probabilities evolved, epoch by epoch.
 
-        One row per layer: on the left every entry of the matrix against
-        the epoch (one colour per child or task; a legend when there are at
-        most 12 lines, a colour bar otherwise), on the right the last
-        recorded matrix as a heat map.
+        One row per layer. On the left, the probabilities against the epoch,
+        one colour per child (router) or task (allocation): every entry of
+        the matrix, with a legend, when it has at most 12 entries; otherwise,
+        for every row, the probability of the column it ends up choosing,
+        with a colour bar of the rows. A dotted line marks the uniform
+        probability. On the right, the last recorded matrix as a heat map.
 
         Args:
             layer_name: optional name of one recorded layer; by default all.
@@ -226,7 +228,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
             )
         layers = dict(self._layers or [])
         shapes = [self.history[n][-1].shape for n in names]
-        heights = [max(2.6, 0.9 + 0.2 * shape[0]) for shape in shapes]
+        heights = [min(8.0, max(2.6, 0.9 + 0.16 * shape[0])) for shape in shapes]
         width_map = max(3.2, 1.4 + 0.28 * max(shape[1] for shape in shapes))
         fig, axes = plt.subplots(
             len(names),
@@ -244,32 +246,54 @@ class ArchitectureLogger(keras.callbacks.Callback):
             cmap = plt.get_cmap("viridis")
             rows, columns = shape
             few = rows * columns <= 12
-            styles = ["-", "--", ":", "-."]
-            for r in range(rows):
-                color = cmap(r / max(rows - 1, 1))
-                for c in range(columns):
+            xs = list(xs)
+            if few:
+                styles = ["-", "--", ":", "-."]
+                for r in range(rows):
+                    for c in range(columns):
+                        ax_lines.plot(
+                            xs,
+                            stack[:, r, c],
+                            color=cmap(r / max(rows - 1, 1)),
+                            linestyle=styles[c % len(styles)],
+                            linewidth=1.3,
+                            marker="o" if len(xs) <= 12 else None,
+                            markersize=3,
+                            label=f"{row_name} {r}, {column_name} {c}",
+                        )
+                title = f"{name}: {row_name}-{column_name} probabilities"
+            else:
+                # Too many entries for one line each: follow, for every row, the
+                # probability of the column it ends up choosing.
+                chosen = stack[-1].argmax(axis=1)
+                for r in range(rows):
                     ax_lines.plot(
                         xs,
-                        stack[:, r, c],
-                        color=color,
-                        linestyle=styles[c % len(styles)],
-                        linewidth=1.3 if few else 0.8,
+                        stack[:, r, chosen[r]],
+                        color=cmap(r / max(rows - 1, 1)),
+                        linewidth=1.0,
                         marker="o" if len(xs) <= 12 else None,
-                        markersize=3,
-                        label=f"{row_name} {r}, {column_name} {c}" if few else None,
+                        markersize=2,
                     )
+                title = f"{name}: probability of each {row_name}'s final {column_name}"
+            if columns > 1:
+                ax_lines.axhline(
+                    1.0 / columns, color="gray", linestyle=":", linewidth=0.9, label="uniform"
+                )
             ax_lines.set_ylim(-0.03, 1.03)
             ax_lines.set_xlabel("epoch", fontsize=8)
             ax_lines.set_ylabel("probability", fontsize=8)
-            ax_lines.set_title(f"{name}: {row_name}-{column_name} probabilities", fontsize=9)
+            ax_lines.set_title(title, fontsize=9)
             ax_lines.tick_params(labelsize=7)
             if len(xs) <= 12:
                 ax_lines.set_xticks(list(xs))
             if few:
                 ax_lines.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
             else:
+                if columns > 1:
+                    ax_lines.legend(fontsize=6, loc="upper left")
                 mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, rows - 1))
-                bar = fig.colorbar(mappable, ax=ax_lines, pad=0.01)
+                bar = fig.colorbar(mappable, ax=ax_lines, pad=0.01, fraction=0.04)
                 bar.set_label(row_name, fontsize=7)
                 bar.ax.tick_params(labelsize=6)
             image = ax_map.imshow(stack[-1], vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
@@ -293,7 +317,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
                             fontsize=6,
                             color="white" if value > 0.6 else "black",
                         )
-            fig.colorbar(image, ax=ax_map, pad=0.02).ax.tick_params(labelsize=6)
+            fig.colorbar(image, ax=ax_map, pad=0.02, fraction=0.06).ax.tick_params(labelsize=6)
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=110)

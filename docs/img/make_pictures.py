@@ -1,0 +1,68 @@
+"""Renders the PNGs of docs/pictures.md (about a minute on 2 CPU cores).
+
+Run from the repository root: `python docs/img/make_pictures.py [out_dir]`.
+"""
+
+import os
+import sys
+
+import keras
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+
+from keras_branching.affinity.rsa import TaskAffinity  # noqa: E402
+from keras_branching.builder import BranchedModelBuilder  # noqa: E402
+from keras_branching.callbacks.architecture_logger import ArchitectureLogger  # noqa: E402
+from keras_branching.callbacks.temperature import TemperatureSchedule  # noqa: E402
+from keras_branching.datasets.synthetic import synthetic_tasks  # noqa: E402
+from keras_branching.supernet import build_supernet, derive_tree  # noqa: E402
+from keras_branching.task import Task  # noqa: E402
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join("docs", "img")
+
+
+def search(num_groups, tasks_per_group, widths, epochs, router_learning_rate=0.05, seed=0):
+    keras.utils.set_random_seed(seed)
+    x, y, groups = synthetic_tasks(
+        num_groups, tasks_per_group, num_examples=512, input_dim=16, seed=seed
+    )
+    builder = BranchedModelBuilder(
+        (16,),
+        [lambda: keras.layers.Dense(8, activation="relu")] * len(widths),
+        [Task(name, lambda: keras.layers.Dense(1), "mse") for name in y],
+    )
+    supernet = build_supernet(
+        builder, widths, temperature=2.0, router_learning_rate=router_learning_rate, seed=0
+    )
+    logger = ArchitectureLogger()
+    schedule = TemperatureSchedule("exponential", initial_temperature=2.0, decay_rate=0.98)
+    supernet.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[logger, schedule])
+    return logger, derive_tree(supernet), groups
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    small, small_tree, _ = search(2, 2, [1, 2, 4], epochs=8)
+    small.plot(path=os.path.join(OUT, "architecture_logger_4.png"))
+    small_tree.plot(path=os.path.join(OUT, "tree_4.png"))
+    large, large_tree, _ = search(8, 5, [2, 4, 8, 16, 40], epochs=8, router_learning_rate=0.2)
+    large.plot("router_block5", path=os.path.join(OUT, "architecture_logger_40.png"))
+    large_tree.plot(path=os.path.join(OUT, "tree_40.png"))
+    # An affinity of 6 tasks in two groups of three, at two branch points.
+    rng = np.random.default_rng(0)
+    tasks = [f"task_{g}{i}" for g in "ab" for i in range(3)]
+    same = np.kron(np.eye(2), np.ones((3, 3)))
+    values = []
+    for level in (0.3, 0.8):
+        noise = rng.uniform(0, 0.1, (6, 6))
+        matrix = np.clip(0.2 + level * same + noise + noise.T, 0, 1)
+        np.fill_diagonal(matrix, 1.0)
+        values.append(matrix)
+    fig = TaskAffinity(tasks, np.array(values)).plot()
+    fig.savefig(os.path.join(OUT, "affinity.png"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()
