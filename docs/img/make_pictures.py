@@ -42,26 +42,35 @@ def search(num_groups, tasks_per_group, widths, epochs, router_learning_rate=0.0
     return logger, derive_tree(supernet), groups
 
 
+def save(fig, name):
+    """Saves a small PNG: moderate resolution, 256-colour palette."""
+    from PIL import Image
+
+    path = os.path.join(OUT, name)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+    matplotlib.pyplot.close(fig)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     small, small_tree, _ = search(2, 2, [1, 2, 4], epochs=8)
-    small.plot(path=os.path.join(OUT, "architecture_logger_4.png"))
-    small_tree.plot(path=os.path.join(OUT, "tree_4.png"))
+    save(small.plot(), "architecture_logger_4.png")
+    save(small_tree.plot(), "tree_4.png")
     large, large_tree, _ = search(8, 5, [2, 4, 8, 16, 40], epochs=8, router_learning_rate=0.2)
-    large.plot("router_block5", path=os.path.join(OUT, "architecture_logger_40.png"))
-    large_tree.plot(path=os.path.join(OUT, "tree_40.png"))
+    save(large.plot("router_block5"), "architecture_logger_40.png")
+    save(large_tree.plot(), "tree_40.png")
     # An affinity of 6 tasks in two groups of three, at two branch points.
     rng = np.random.default_rng(0)
     tasks = [f"task_{g}{i}" for g in "ab" for i in range(3)]
     same = np.kron(np.eye(2), np.ones((3, 3)))
     values = []
-    for level in (0.3, 0.8):
+    for level in (0.3, 0.6):
         noise = rng.uniform(0, 0.1, (6, 6))
         matrix = np.clip(0.2 + level * same + noise + noise.T, 0, 1)
         np.fill_diagonal(matrix, 1.0)
         values.append(matrix)
-    fig = TaskAffinity(tasks, np.array(values)).plot()
-    fig.savefig(os.path.join(OUT, "affinity.png"), dpi=100)
+    save(TaskAffinity(tasks, np.array(values)).plot(), "affinity.png")
 
 
 if __name__ == "__main__":
