@@ -17,7 +17,12 @@ CELL_TIMEOUT_S = 180
 
 def test_there_are_notebooks():
     names = {path.name for path in NOTEBOOKS}
-    assert {"quick_start.ipynb", "affinity_branching.ipynb", "learning_to_branch.ipynb"} <= names
+    assert {
+        "quick_start.ipynb",
+        "affinity_branching.ipynb",
+        "learning_to_branch.ipynb",
+        "share_routing.ipynb",
+    } <= names
 
 
 @pytest.mark.slow
