@@ -133,9 +133,10 @@ class ArchitectureLogger(keras.callbacks.Callback):
             layers = [by_name[n] for n in self.layer_names]
         named, taken = [], set()
         for layer in layers:
-            name = layer.name
-            if name in taken:  # same name in two nested models
-                name = getattr(layer, "path", None) or f"{name}_{len(taken)}"
+            name, copy = layer.name, 1
+            while name in taken:  # the same name in two nested models
+                copy += 1
+                name = f"{layer.name}_{copy}"
             taken.add(name)
             named.append((name, layer))
         return named

@@ -13,6 +13,7 @@ from keras_branching.callbacks.architecture_logger import (
 )
 from keras_branching.datasets.synthetic import synthetic_tasks
 from keras_branching.layers.allocation_mask import AllocationMask
+from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.supernet import build_supernet
 from keras_branching.task import Task
 
@@ -117,3 +118,18 @@ def test_layer_names_selects():
     logger = ArchitectureLogger(layer_names=["router_block3"])
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[logger])
     assert list(logger.history) == ["router_block3"]
+
+
+def test_same_name_in_two_nested_models_is_kept_apart():
+    def inner(name):
+        parents = [keras.Input((2,)), keras.Input((2,))]
+        return keras.Model(parents, GumbelRouter(2, seed=0, name="router")(parents), name=name)
+
+    inputs = keras.Input((3,))
+    parents = [keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)]
+    children = inner("second")(inner("first")(parents))
+    model = keras.Model(inputs, keras.layers.Concatenate()(children))
+    model.compile("sgd", "mse")
+    logger = ArchitectureLogger()
+    model.fit(np.zeros((8, 3)), np.zeros((8, 4)), epochs=1, verbose=0, callbacks=[logger])
+    assert sorted(logger.history) == ["router", "router_2"]
