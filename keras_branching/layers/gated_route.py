@@ -21,7 +21,7 @@ class GatedRoute(keras.layers.Layer):
 
     Args:
         num_inputs: number of gated inputs (the route's members), an int
-            >= 1. With 1 the layer is the identity.
+            of at least 1. With 1 the layer is the identity.
         use_bias: whether the gate logits have a bias.
         kernel_initializer: initializer of the gate kernel `W` (shape
             `(query_dim, num_inputs)`); default `"zeros"`.
