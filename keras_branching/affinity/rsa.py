@@ -233,32 +233,56 @@ class TaskAffinity:
             )
         return cls(config["tasks"], config["values"])
 
-    def plot(self, figsize=None, cmap="viridis"):
+    def plot(self, figsize=None, cmap="viridis", path=None):
         """One heat map of the affinity matrix per branch point.
 
-        Needs matplotlib (imported only here).
+        Needs matplotlib (imported only here). The panels and the task labels
+        grow with the number of tasks, so that 40 task names stay readable;
+        with few tasks each cell also shows its value.
 
         Args:
-            figsize: figure size in inches; by default 3.5 per branch point.
+            figsize: figure size in inches; by default it grows with the
+                number of tasks and branch points.
             cmap: the colour map.
+            path: optional file name; the figure is saved there (PNG, SVG
+                or PDF, by extension), with tight bounds so no label is cut.
 
         Returns:
             The `matplotlib.figure.Figure`.
         """
         import matplotlib.pyplot as plt
 
-        n = self.num_branch_points
+        n, num_tasks = self.num_branch_points, len(self._tasks)
+        # 0.22 inch per task keeps 8-point labels apart; never below 3.5 inches.
+        panel = max(3.5, 0.22 * num_tasks)
+        label_room = 0.075 * max(len(t) for t in self._tasks)  # inches for the names
         if figsize is None:
-            figsize = (3.5 * n + 1.0, 3.5)
-        figure, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
+            figsize = (panel * n + label_room + 1.5, panel + label_room + 0.6)
+        fontsize = 8 if num_tasks <= 24 else 7
+        figure, axes = plt.subplots(1, n, figsize=figsize, squeeze=False, layout="constrained")
         image = None
-        ticks = np.arange(len(self._tasks))
+        ticks = np.arange(num_tasks)
         for d, ax in enumerate(axes[0]):
             image = ax.imshow(self._values[d], vmin=-1.0, vmax=1.0, cmap=cmap)
-            ax.set_title(f"after block {d + 1}")
-            ax.set_xticks(ticks, self._tasks, rotation=90)
-            ax.set_yticks(ticks, self._tasks if d == 0 else [])
+            ax.set_title(f"after block {d + 1}", fontsize=9)
+            ax.set_xticks(ticks, self._tasks, rotation=90, fontsize=fontsize)
+            ax.set_yticks(ticks, self._tasks if d == 0 else [], fontsize=fontsize)
+            if num_tasks <= 8:
+                for i in range(num_tasks):
+                    for j in range(num_tasks):
+                        value = self._values[d, i, j]
+                        ax.text(
+                            j,
+                            i,
+                            f"{value:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if value < 0.3 else "black",
+                        )
         figure.colorbar(image, ax=list(axes[0]), shrink=0.8, label="affinity")
+        if path is not None:
+            figure.savefig(path, dpi=110, bbox_inches="tight")
         return figure
 
 
