@@ -307,6 +307,9 @@ def main(argv=None):
     parser.add_argument("--num-alphabets", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16 (for GPUs)")
+    parser.add_argument(
+        "--jit", dest="jit", action="store_true", default=None, help="XLA (default: on GPU)"
+    )
     parser.add_argument("--no-jit", dest="jit", action="store_false")
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument(
@@ -336,6 +339,10 @@ def main(argv=None):
             setattr(args, key, value)
     if args.eval_every > args.steps or args.steps % args.eval_every:
         parser.error("--steps must be a multiple of --eval-every")
+    if args.jit is None:
+        import tensorflow as tf
+
+        args.jit = bool(tf.config.list_physical_devices("GPU"))
     networks = args.networks.split(",")
     if not set(networks) <= set(NETWORKS):
         parser.error(f"--networks must be a comma-separated subset of {NETWORKS}")
