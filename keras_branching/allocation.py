@@ -14,6 +14,7 @@ import re
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses import loss as loss_module  # tf.distribute loss scaling helpers
 
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.task import Task
@@ -259,8 +260,13 @@ class AllocationModel(keras.Model):
             loss = self._compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-            total = loss + self.weight_penalty()
+            # Under tf.distribute Keras scales the loss by 1 / replicas: log
+            # it unscaled, and scale the penalty the same way.
+            self._loss_tracker.update_state(
+                loss_module.unscale_loss_for_distribution(loss),
+                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+            )
+            total = loss + loss_module.scale_loss_for_distribution(self.weight_penalty())
         gradients = tape.gradient(total, weights + allocation)
         self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
         if allocation:
