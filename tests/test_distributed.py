@@ -59,23 +59,10 @@ _CASES = {
 # `AllocationModel.train_step` logs the loss without undoing Keras's 1/replicas
 # scaling and adds its weight penalty unscaled (so once per replica): its
 # logged loss halves and its weights drift under two replicas.
-_KNOWN_FAILURES = {
-    "allocation": "AllocationModel.train_step does not scale for tf.distribute",
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(
-            case,
-            marks=[pytest.mark.xfail(reason=_KNOWN_FAILURES[case], strict=True)]
-            if case in _KNOWN_FAILURES
-            else [],
-        )
-        for case in sorted(_CASES)
-    ],
+    sorted(_CASES),
 )
 def test_mirrored_training_matches_one_device(results, case):
     result = results[case]
