@@ -8,8 +8,9 @@ import_keras_quietly()  # before anything imports keras; see _quiet.py
 
 from keras_branching import affinity, callbacks, datasets, layers, tuning, weighting
 from keras_branching.affinity_branching import AffinityBranching, AffinityBranchingResult
+from keras_branching.allocation import AllocationBuilder, AllocationModel, task_batches, task_model
 from keras_branching.builder import BranchedModelBuilder
-from keras_branching.layers import BranchPoint, GumbelRouter
+from keras_branching.layers import AllocationMask, BranchPoint, GumbelRouter
 from keras_branching.learn_to_branch import LearnToBranch
 from keras_branching.reading import read_tree
 from keras_branching.routing import RoutingModelBuilder, RoutingPlan, ShareRouting
@@ -22,6 +23,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AffinityBranching",
     "AffinityBranchingResult",
+    "AllocationBuilder",
+    "AllocationMask",
+    "AllocationModel",
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
@@ -39,6 +43,8 @@ __all__ = [
     "derive_tree",
     "layers",
     "read_tree",
+    "task_batches",
+    "task_model",
     "tuning",
     "weighting",
 ]

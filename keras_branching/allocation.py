@@ -318,9 +318,10 @@ class AllocationBuilder:
     Example:
 
     >>> import keras
+    >>> from keras_branching import Task
     >>> dense = lambda: keras.layers.Dense(8, activation="relu")
     >>> builder = AllocationBuilder(
-    ...     inputs=(4,),
+    ...     inputs=(8,),
     ...     layers=[[dense, dense, keras.layers.Identity], dense],
     ...     tasks=[
     ...         Task("a", head=lambda: keras.layers.Dense(1), loss="mse"),

@@ -7,6 +7,9 @@ import keras_branching
 EXPECTED = [
     "AffinityBranching",
     "AffinityBranchingResult",
+    "AllocationBuilder",
+    "AllocationMask",
+    "AllocationModel",
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
@@ -24,6 +27,8 @@ EXPECTED = [
     "derive_tree",
     "layers",
     "read_tree",
+    "task_batches",
+    "task_model",
     "tuning",
     "weighting",
 ]

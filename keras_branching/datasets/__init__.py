@@ -2,6 +2,7 @@
 
 from keras_branching.datasets.census import census_income
 from keras_branching.datasets.missing import mask_missing
+from keras_branching.datasets.omniglot import OmniglotTasks, omniglot
 from keras_branching.datasets.synthetic import synthetic_tasks
 
-__all__ = ["census_income", "mask_missing", "synthetic_tasks"]
+__all__ = ["OmniglotTasks", "census_income", "mask_missing", "omniglot", "synthetic_tasks"]

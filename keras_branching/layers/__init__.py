@@ -1,7 +1,8 @@
 """Custom Keras layers of keras_branching, each registered for serialisation."""
 
+from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.layers.gumbel_router import GumbelRouter
 
-__all__ = ["BranchPoint", "GatedRoute", "GumbelRouter"]
+__all__ = ["AllocationMask", "BranchPoint", "GatedRoute", "GumbelRouter"]
