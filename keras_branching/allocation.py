@@ -16,8 +16,8 @@ import numpy as np
 from keras import ops
 from keras.src.losses import loss as loss_module  # tf.distribute loss scaling helpers
 
+from keras_branching._validation import check_tasks
 from keras_branching.layers.allocation_mask import AllocationMask
-from keras_branching.task import Task
 
 _REDUCTIONS = ("stack", "mean", "none")
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -347,19 +347,8 @@ class AllocationBuilder:
         budget_weight=1.0,
         seed=None,
     ):
-        if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)) or not tasks:
-            raise TypeError(
-                f"Expected `tasks` to be a non-empty list of `Task`. Received: {tasks!r}"
-            )
-        for i, task in enumerate(tasks):
-            if not isinstance(task, Task):
-                raise TypeError(
-                    "Expected each task to be a `keras_branching.Task`. "
-                    f"Received: tasks[{i}]={task!r} (of type {type(task).__name__})"
-                )
+        tasks = check_tasks(tasks)
         names = [t.name for t in tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Expected unique task names. Received: {names}")
         for name in names:
             if not _VALID_NAME.match(name):
                 raise ValueError(
