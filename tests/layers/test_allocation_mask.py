@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_branching.layers.allocation_mask import AllocationMask
-from tests.layer_checks import check_layer
+from tests.layer_checks import check_layer, requires_tensorflow
 
 
 def _stacks(batch_sizes=(4, 3), components=3, features=5, seed=0):
@@ -61,6 +61,7 @@ def test_inference_is_the_mean_of_allocated_components():
     np.testing.assert_array_equal(mask(x, training=False)[0], outputs[0])
 
 
+@requires_tensorflow
 def test_training_samples_hard_allocations_with_straight_through_gradient():
     mask = AllocationMask(1, 4, initial_probability=0.5, temperature=1.0, seed=3)
     x = [np.ones((2, 4, 1), "float32") * np.arange(1, 5, dtype="float32")[None, :, None]]
@@ -96,6 +97,7 @@ def test_budget_penalty():
     assert not plain.losses
 
 
+@requires_tensorflow
 def test_temperature_weight_controls_soft_gradient():
     x = [np.ones((1, 2, 1), "float32") * np.array([1.0, -1.0], "float32")[None, :, None]]
     grads = []
