@@ -9,7 +9,8 @@ that can be compared, serialised and drawn.
 import json
 
 
-def _check_task_names(tasks):
+def check_task_names(tasks):
+    """`tasks` as a tuple if it is a non-empty list of unique, non-empty strings."""
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
         raise TypeError(
             "Expected `tasks` to be a list of task names. "
@@ -79,7 +80,7 @@ class BranchingTree:
     """
 
     def __init__(self, tasks, partitions):
-        self._tasks = _check_task_names(tasks)
+        self._tasks = check_task_names(tasks)
         if isinstance(partitions, str) or not isinstance(partitions, (list, tuple)):
             raise TypeError(
                 "Expected `partitions` to be a list with one partition per "
@@ -157,14 +158,14 @@ class BranchingTree:
     @classmethod
     def shared(cls, tasks, num_blocks):
         """The fully shared tree (hard parameter sharing): one group per block."""
-        tasks = _check_task_names(tasks)
+        tasks = check_task_names(tasks)
         num_blocks = _check_num_blocks(num_blocks)
         return cls(tasks, [[list(tasks)]] * num_blocks)
 
     @classmethod
     def independent(cls, tasks, num_blocks):
         """The fully independent tree: one single-task network per task."""
-        tasks = _check_task_names(tasks)
+        tasks = check_task_names(tasks)
         num_blocks = _check_num_blocks(num_blocks)
         return cls(tasks, [[[t] for t in tasks]] * num_blocks)
 

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from keras_branching.tree import _check_task_names
+from keras_branching.tree import check_task_names
 
 
 def _as_features(features, what):
@@ -134,7 +134,7 @@ class TaskAffinity:
     """
 
     def __init__(self, tasks, values):
-        self._tasks = _check_task_names(tasks)
+        self._tasks = check_task_names(tasks)
         try:
             values = np.array(values, dtype=np.float64)
         except (TypeError, ValueError) as error:
@@ -326,7 +326,7 @@ def rsa_affinity(features):
             "Expected `features` to be a dict mapping each task name to a list "
             f"of arrays (one per branch point). Received: {type(features).__name__}"
         )
-    tasks = _check_task_names(list(features))
+    tasks = check_task_names(list(features))
     counts = {}
     for task in tasks:
         per_point = features[task]

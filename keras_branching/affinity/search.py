@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 
 from keras_branching.affinity.rsa import TaskAffinity
-from keras_branching.tree import BranchingTree, _check_num_blocks, _check_task_names
+from keras_branching.tree import BranchingTree, _check_num_blocks, check_task_names
 
 # Exact search builds tables over all 3**T (subset, sub-subset) pairs.
 _MAX_EXACT_TASKS = 14
@@ -158,7 +158,7 @@ def enumerate_trees(tasks, num_blocks):
     >>> len(list(enumerate_trees(["a", "b", "c"], 2)))
     12
     """
-    tasks = _check_task_names(tasks)
+    tasks = check_task_names(tasks)
     num_blocks = _check_num_blocks(num_blocks)
     for partitions in _chains([list(tasks)], num_blocks):
         yield BranchingTree(tasks, partitions)

@@ -8,7 +8,7 @@ is plain data that can be validated, compared, serialised and drawn.
 import json
 import numbers
 
-from keras_branching.tree import _check_task_names
+from keras_branching.tree import check_task_names
 
 INPUT = "input"
 
@@ -132,7 +132,7 @@ class RoutingPlan:
     """
 
     def __init__(self, tasks, layers, towers):
-        self._tasks = _check_task_names(tasks)
+        self._tasks = check_task_names(tasks)
         if isinstance(layers, (str, bytes)) or not isinstance(layers, (list, tuple)):
             raise TypeError(
                 f"Expected `layers` to be a list of layers. Received: layers={layers!r}"
@@ -185,7 +185,7 @@ class RoutingPlan:
         """
         num_layers = _check_count("num_layers", num_layers)
         layers = [[([INPUT], INPUT)]] + [[([0], INPUT)]] * (num_layers - 1)
-        return cls(tasks, layers, {t: ([0], INPUT) for t in _check_task_names(tasks)})
+        return cls(tasks, layers, {t: ([0], INPUT) for t in check_task_names(tasks)})
 
     @classmethod
     def mmoe(cls, tasks, num_experts):
@@ -200,7 +200,7 @@ class RoutingPlan:
         return cls(
             tasks,
             [[([INPUT], INPUT)] * num_experts],
-            {t: (everyone, INPUT) for t in _check_task_names(tasks)},
+            {t: (everyone, INPUT) for t in check_task_names(tasks)},
         )
 
     # Properties.

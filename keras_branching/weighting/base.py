@@ -3,25 +3,7 @@
 import keras
 from keras import ops
 
-
-def check_task_names(tasks):
-    """Validates a list of task names and returns it as a tuple."""
-    if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
-        raise TypeError(
-            "Expected `tasks` to be a list of task names (for example "
-            f"`builder.task_names`). Received: tasks={tasks!r}"
-        )
-    if not tasks:
-        raise ValueError(f"Expected at least one task. Received: tasks={tasks!r}")
-    for name in tasks:
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                f"Expected every task name to be a non-empty string. Received: {name!r} "
-                f"in tasks={list(tasks)!r}"
-            )
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"Expected unique task names. Received: tasks={list(tasks)!r}")
-    return tuple(tasks)
+from keras_branching.tree import check_task_names
 
 
 def num_replicas():
