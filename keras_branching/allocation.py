@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 from keras.src.losses import loss as loss_module  # tf.distribute loss scaling helpers
 
-from keras_branching._validation import check_tasks
+from keras_branching._validation import check_positive, check_tasks
 from keras_branching.layers.allocation_mask import AllocationMask
 
 _REDUCTIONS = ("stack", "mean", "none")
@@ -750,12 +750,8 @@ class AllocationBuilder:
             weight_decay: L2 coefficient (paper: 3e-4).
             **compile_kwargs: other arguments of `keras.Model.compile`.
         """
-        for name, value in (
-            ("learning_rate", learning_rate),
-            ("allocation_learning_rate", allocation_learning_rate),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-                raise ValueError(f"Expected `{name}` > 0. Received: {name}={value!r}")
+        check_positive("learning_rate", learning_rate)
+        check_positive("allocation_learning_rate", allocation_learning_rate)
         if not isinstance(model, AllocationModel):
             raise TypeError(
                 "Expected a model built by `AllocationBuilder`. "

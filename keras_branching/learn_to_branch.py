@@ -7,8 +7,7 @@ anneals the routers, derive the tree (`derive_tree`), and build that tree
 as a plain model with the builder, to be trained from scratch.
 """
 
-import numbers
-
+from keras_branching._validation import check_positive
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.callbacks.temperature import TemperatureSchedule
 from keras_branching.supernet import check_widths, derive_tree
@@ -79,15 +78,7 @@ class LearnToBranch:
                 f"Received: builder={builder!r} (of type {type(builder).__name__})"
             )
         self.widths = check_widths(builder, widths)
-        if (
-            isinstance(router_learning_rate, bool)
-            or not isinstance(router_learning_rate, numbers.Real)
-            or not router_learning_rate > 0
-        ):
-            raise ValueError(
-                "Expected `router_learning_rate` > 0. "
-                f"Received: router_learning_rate={router_learning_rate!r}"
-            )
+        check_positive("router_learning_rate", router_learning_rate)
         if temperature_schedule is None:
             temperature_schedule = TemperatureSchedule(
                 "exponential",

@@ -28,6 +28,7 @@ import re
 import keras
 import numpy as np
 
+from keras_branching._validation import check_positive
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.tree import BranchingTree
 
@@ -182,16 +183,7 @@ def router_optimizer(optimizer, router_learning_rate):
     Returns:
         A `RouterOptimizer`.
     """
-    if (
-        isinstance(router_learning_rate, bool)
-        or not isinstance(router_learning_rate, numbers.Real)
-        or not np.isfinite(router_learning_rate)
-        or router_learning_rate <= 0
-    ):
-        raise ValueError(
-            "Expected `router_learning_rate` > 0. "
-            f"Received: router_learning_rate={router_learning_rate!r}"
-        )
+    check_positive("router_learning_rate", router_learning_rate)
     optimizer = _get_optimizer(optimizer)
     config = optimizer.get_config()
     weights = optimizer.__class__.from_config(dict(config))

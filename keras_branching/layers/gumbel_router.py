@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_branching._validation import check_positive
+
 _EPSILON = 1e-10
 
 
@@ -79,13 +81,7 @@ class GumbelRouter(keras.layers.Layer):
             )
         if num_children < 1:
             raise ValueError(f"Expected `num_children` >= 1. Received: num_children={num_children}")
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, numbers.Real)
-            or not np.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
+        check_positive("temperature", temperature)
         if not isinstance(hard, bool):
             raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):

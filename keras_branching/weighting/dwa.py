@@ -1,11 +1,9 @@
 """Dynamic weight averaging (Liu, Johns, Davison, CVPR 2019)."""
 
-import math
-import numbers
-
 import keras
 import numpy as np
 
+from keras_branching._validation import check_positive
 from keras_branching.weighting.base import LossWeighting
 
 
@@ -44,14 +42,7 @@ class DynamicWeightAverage(LossWeighting):
 
     def __init__(self, tasks, temperature=2.0, **kwargs):
         super().__init__(tasks, **kwargs)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, numbers.Real)
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(f"Expected `temperature` > 0. Received: temperature={temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = check_positive("temperature", temperature)
         self.weight_variable = self.add_weight(
             shape=(self.num_tasks,),
             initializer="ones",
