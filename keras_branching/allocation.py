@@ -698,6 +698,47 @@ class AllocationBuilder:
         allocations = self.check_allocations(allocations)
         return sum(a.astype(int) @ a.T.astype(int) for a in allocations)
 
+    def plot(self, model_or_allocations, components=None, path=None, title=None):
+        """Draws the allocation of every routed layer, task by component.
+
+        With an allocation network, each cell's colour is the probability
+        that the task uses the component and a dot marks the greedy
+        allocation (what `export` keeps); with allocations, used cells are
+        dark. See `keras_branching.plotting.plot_allocation`.
+
+        Args:
+            model_or_allocations: an allocation network built by `build`,
+                or its allocations (one boolean matrix per routed layer).
+            components: optional component names: one list for every routed
+                layer, or one list per routed layer; by default `c1`,
+                `c2`... as in the layers' names (`layer3_c1`).
+            path: optional file name; the figure is saved there.
+            title: optional figure title.
+
+        Returns:
+            The matplotlib `Figure`.
+        """
+        from keras_branching.plotting import plot_allocation
+
+        probabilities = None
+        if isinstance(model_or_allocations, keras.Model):
+            masks = self._masks(model_or_allocations)
+            allocations = [mask.allocation() for mask in masks]
+            probabilities = [mask.probabilities() for mask in masks]
+        else:
+            allocations = self.check_allocations(model_or_allocations)
+        if components is None:
+            components = [[f"c{k + 1}" for k in range(c)] for c in self.num_components]
+        return plot_allocation(
+            allocations,
+            probabilities,
+            tasks=self.task_names,
+            components=components,
+            layer_names=[f"layer {i + 1}" for i in self.routed_layers],
+            path=path,
+            title=title,
+        )
+
     def export(self, model):
         """The static model of a trained allocation network.
 

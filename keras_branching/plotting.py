@@ -92,6 +92,324 @@ def plot_tree(tree, ax=None, path=None, title=None):
         fontsize=9,
     )
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path):
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
+
+
+def plot_routing_plan(plan, path=None, title=None):
+    """Draws a `RoutingPlan`: layers of sub-networks, their routes and gates.
+
+    Columns are the input, the layers of sub-networks and the task towers.
+    Each sub-network is a circle named as in the plan's text form (`e2.1`:
+    sub-network 1 of layer 2); a solid line joins it to every member of its
+    route. A sub-network or tower whose route has several members mixes
+    them through a gate: it is drawn dark, and when its gate is queried by a
+    sub-network rather than the input, a dashed orange line joins that
+    sub-network. Sub-networks that no tower depends on are drawn hollow and
+    grey. Towers are ordered so that lines cross as little as the plan
+    allows; the figure grows with the number of tasks so that 40 task names
+    stay readable.
+
+    Args:
+        plan: the `RoutingPlan` to draw.
+        path: optional file name; the figure is saved there (PNG, SVG, PDF:
+            by extension).
+        title: optional title; by default the plan's size.
+
+    Returns:
+        The matplotlib `Figure`.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch
+
+    from keras_branching.routing.plan import INPUT
+
+    tasks, widths, num_layers = list(plan.tasks), plan.widths, plan.num_layers
+    span = max(len(tasks), max(widths)) - 1
+
+    def spread(count):
+        """Evenly spaced heights over [0, span], from the top."""
+        if count == 1:
+            return [span / 2]
+        return [span - span * i / (count - 1) for i in range(count)]
+
+    y_expert = [spread(w) for w in widths]
+    # Towers in the order of the mean height of what they read: fewer crossings.
+    last = y_expert[-1]
+    order = sorted(
+        tasks,
+        key=lambda t: -sum(last[m] for m in plan.tower(t)[0]) / len(plan.tower(t)[0]),
+    )
+    y_task = dict(zip(order, spread(len(tasks))))
+    used = set(plan.used_experts())
+
+    longest = max(len(t) for t in tasks)
+    fig, ax = plt.subplots(
+        figsize=(2.2 + 1.6 * (num_layers + 1) + 0.07 * longest, max(2.8, 1.4 + 0.3 * (span + 1)))
+    )
+    route_style = {"color": "#8aa1b4", "linewidth": 1.2, "zorder": 1}
+    query_style = {"color": "#f0a04b", "linewidth": 1.2, "linestyle": "--", "zorder": 1}
+
+    def draw_inputs(x, y, route, query, y_below, active):
+        """Lines into the node at (x, y) from its route and gate query below."""
+        alpha = 1.0 if active else 0.35
+        for m in route:
+            y0 = span / 2 if m == INPUT else y_below[m]
+            ax.plot([x - 1, x], [y0, y], alpha=alpha, **route_style)
+        if len(route) > 1 and query != INPUT:
+            # Curved, so that it stays visible when the query is also a member;
+            # the bend shrinks with the length so long lines bulge no more.
+            bend = 0.12 / max(1.0, abs(y - y_below[query]) / 2)
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x - 1, y_below[query]),
+                    (x, y),
+                    connectionstyle=f"arc3,rad={bend:.4f}",
+                    arrowstyle="-",
+                    alpha=alpha,
+                    **query_style,
+                )
+            )
+
+    ax.scatter([0], [span / 2], marker="s", s=320, color="#dfe7ee", edgecolors="#1f3b57", zorder=3)
+    for layer in range(num_layers):
+        x = layer + 1
+        for m, y in enumerate(y_expert[layer]):
+            route, query = plan.route(layer, m)
+            active = (layer, m) in used
+            draw_inputs(x, y, route, query, y_expert[layer - 1] if layer else None, active)
+            if not active:
+                face, edge, text = "white", "#b0b0b0", "#909090"
+            elif len(route) > 1:
+                face, edge, text = "#1f5f99", "#1f3b57", "white"
+            else:
+                face, edge, text = "#c9dcec", "#1f3b57", "#1f3b57"
+            ax.scatter([x], [y], s=520, color=face, edgecolors=edge, linewidths=1.2, zorder=3)
+            ax.text(x, y, f"e{x}.{m}", ha="center", va="center", fontsize=7, color=text, zorder=4)
+    tower_x = num_layers + 1
+    for task in tasks:
+        route, query = plan.tower(task)
+        y = y_task[task]
+        draw_inputs(tower_x, y, route, query, last, True)
+        ax.scatter(
+            [tower_x],
+            [y],
+            marker="D",
+            s=60 if len(route) > 1 else 40,
+            color="#1f5f99" if len(route) > 1 else "#c9dcec",
+            edgecolors="#1f3b57",
+            zorder=3,
+        )
+        ax.text(tower_x + 0.15, y, task, ha="left", va="center", fontsize=8)
+
+    ax.set_xticks(range(num_layers + 2))
+    ax.set_xticklabels(
+        ["input"] + [f"layer {d + 1}" for d in range(num_layers)] + ["towers"], fontsize=8
+    )
+    ax.set_yticks([])
+    ax.set_xlim(-0.5, tower_x + 0.3 + 0.085 * longest)
+    ax.set_ylim(-0.9, span + 0.9)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    legend = [
+        Line2D([], [], label="route member", **route_style),
+        Line2D([], [], label="gate query", **query_style),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markersize=8,
+            color="#1f5f99",
+            label="gate over several members",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markersize=8,
+            color="#c9dcec",
+            markeredgecolor="#1f3b57",
+            label="one member, no gate",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markersize=8,
+            color="white",
+            markeredgecolor="#b0b0b0",
+            label="unused",
+        ),
+    ]
+    # In the figure's bottom half inch, whatever its height, below the tick labels.
+    fig.legend(handles=legend, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    size = "x".join(str(w) for w in widths)
+    ax.set_title(
+        title or f"{len(tasks)} tasks, sub-networks per layer {size}, {len(used)} used",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0.5 / fig.get_size_inches()[1], 1, 1))
+    return _save(fig, path)
+
+
+def plot_allocation(
+    allocations,
+    probabilities=None,
+    tasks=None,
+    components=None,
+    layer_names=None,
+    path=None,
+    title=None,
+):
+    """Draws a learned allocation: which task uses which component, layer by layer.
+
+    One panel per routed layer, tasks as rows and components as columns.
+    With `probabilities`, a cell's colour is the probability that the task
+    uses the component and a dot marks the components it uses at inference
+    (the greedy allocation); without, used cells are dark. A last, narrow
+    panel counts the components each task uses over all layers. The figure
+    grows with the number of tasks and components, so 40 task names stay
+    readable.
+
+    Args:
+        allocations: one boolean `(num_tasks, num_components)` array per
+            routed layer (a single 2-D array is one layer).
+        probabilities: optional float arrays of the same shapes.
+        tasks: optional task names (rows); by default `task 0`, `task 1`...
+        components: optional component names: one list for every layer, or
+            one list per layer; by default the components' indices.
+        layer_names: optional panel titles, one per layer; by default
+            `layer 1`, `layer 2`...
+        path: optional file name; the figure is saved there (PNG, SVG, PDF:
+            by extension).
+        title: optional figure title; by default how many of the
+            (task, component) pairs are used.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Raises:
+        ValueError: if the arrays or names do not fit together.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def as_list(value, name):
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            return [value]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(
+                f"Expected `{name}` to be a non-empty list of 2-D arrays (tasks x "
+                f"components), one per routed layer. Received: {name}={value!r}"
+            )
+        arrays = [np.asarray(v) for v in value]
+        if any(a.ndim != 2 for a in arrays):
+            raise ValueError(
+                f"Expected every array of `{name}` to be 2-D (tasks x components). "
+                f"Received shapes {[a.shape for a in arrays]}"
+            )
+        return arrays
+
+    allocations = [a.astype(bool) for a in as_list(allocations, "allocations")]
+    shapes = [a.shape for a in allocations]
+    num_tasks = shapes[0][0]
+    if any(s[0] != num_tasks for s in shapes):
+        raise ValueError(f"Expected every allocation to have one row per task. Received {shapes}")
+    if probabilities is not None:
+        probabilities = as_list(probabilities, "probabilities")
+        if [p.shape for p in probabilities] != shapes:
+            raise ValueError(
+                "Expected `probabilities` of the allocations' shapes "
+                f"{shapes}. Received {[p.shape for p in probabilities]}"
+            )
+    tasks = [f"task {t}" for t in range(num_tasks)] if tasks is None else list(tasks)
+    if len(tasks) != num_tasks:
+        raise ValueError(f"Expected {num_tasks} task names, one per row. Received: tasks={tasks!r}")
+    if components is None:
+        components = [[str(k) for k in range(s[1])] for s in shapes]
+    elif all(isinstance(c, str) for c in components):
+        components = [list(components)] * len(shapes)
+    components = [list(c) for c in components]
+    if [len(c) for c in components] != [s[1] for s in shapes]:
+        raise ValueError(
+            "Expected component names for each layer's components "
+            f"({[s[1] for s in shapes]} per layer). Received: components={components!r}"
+        )
+    if layer_names is None:
+        layer_names = [f"layer {i + 1}" for i in range(len(shapes))]
+    if len(layer_names) != len(shapes):
+        raise ValueError(
+            f"Expected {len(shapes)} layer names. Received: layer_names={layer_names!r}"
+        )
+
+    label_chars = max(len(c) for names in components for c in names)
+    rotate = label_chars > 2
+    columns = [s[1] for s in shapes]
+    cell = 0.26 if num_tasks <= 24 else 0.22
+    fontsize = 8 if num_tasks <= 24 else 7
+    counts = sum(a.sum(axis=1) for a in allocations)
+    fig, axes = plt.subplots(
+        1,
+        len(shapes) + 1,
+        figsize=(
+            1.2 + 0.07 * max(len(t) for t in tasks) + cell * (sum(columns) + 4) + 0.3 * len(shapes),
+            max(2.6, 1.3 + cell * num_tasks + (0.065 * label_chars if rotate else 0.2)),
+        ),
+        gridspec_kw={"width_ratios": columns + [max(3, max(columns) * 0.7)]},
+        layout="constrained",
+    )
+    image = None
+    for ax, allocation, names, layer_name, i in zip(
+        axes, allocations, components, layer_names, range(len(shapes))
+    ):
+        shown = allocation.astype(float) if probabilities is None else probabilities[i]
+        image = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
+        if probabilities is not None:
+            rows, cols = np.nonzero(allocation)
+            ax.scatter(cols, rows, s=9, color="#f0a04b", edgecolors="#1f3b57", linewidths=0.5)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=fontsize - 1, rotation=90 if rotate else 0)
+        ax.set_yticks(range(num_tasks))
+        ax.set_yticklabels(tasks if i == 0 else [], fontsize=fontsize)
+        if i:
+            ax.tick_params(axis="y", length=0)
+        used = int(allocation.any(axis=0).sum())
+        ax.set_title(f"{layer_name}\n{used}/{len(names)} used", fontsize=fontsize)
+    bars = axes[-1]
+    total = sum(columns)
+    bars.barh(range(num_tasks), counts, color="#4c8bc4", height=0.7)
+    bars.set_ylim(num_tasks - 0.5, -0.5)
+    bars.set_xlim(0, total)
+    bars.set_yticks(range(num_tasks))
+    bars.set_yticklabels([])
+    bars.tick_params(axis="y", length=0)
+    bars.tick_params(axis="x", labelsize=fontsize - 1)
+    bars.set_title(f"used\n(of {total})", fontsize=fontsize)
+    for side in ("right", "top"):
+        bars.spines[side].set_visible(False)
+    if probabilities is not None:
+        bar = fig.colorbar(
+            image, ax=list(axes), shrink=max(0.4, min(1.0, 10 / num_tasks)), pad=0.01
+        )
+        bar.ax.tick_params(labelsize=fontsize - 1)
+    pairs = num_tasks * total
+    fig.suptitle(
+        title
+        or f"{num_tasks} tasks: {int(counts.sum())} of {pairs} (task, component) pairs used"
+        + (
+            "\ncolour: probability of use; dot: used at inference"
+            if probabilities is not None
+            else ""
+        ),
+        fontsize=9,
+    )
+    return _save(fig, path)

@@ -263,3 +263,30 @@ def _group_separation(seed, steps=300):
 def test_learned_allocation_recovers_groups():
     gaps = [_group_separation(seed) for seed in range(5)]
     assert sum(gap > 0 for gap in gaps) >= 4, gaps
+
+
+def test_plot_shows_probabilities_of_a_network_or_given_allocations():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    builder = _builder()
+    model = builder.build()
+    _set_allocations(model, ALLOCATIONS)
+    fig = builder.plot(model)
+    layer1, layer3 = fig.axes[:2]
+    assert layer1.get_title() == "layer 1\n3/3 used" and layer3.get_title() == "layer 3\n2/2 used"
+    assert [t.get_text() for t in layer3.get_xticklabels()] == ["c1", "c2"]
+    assert [t.get_text() for t in layer1.get_yticklabels()] == NAMES
+    probabilities = model.get_layer("layer1_allocation").probabilities()
+    np.testing.assert_allclose(layer1.images[0].get_array(), probabilities)
+    assert len(layer3.collections[0].get_offsets()) == ALLOCATIONS[1].sum()
+    plt.close(fig)
+
+    fig = builder.plot(ALLOCATIONS, components=[["p", "q", "r"], ["s", "t"]])
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), ALLOCATIONS[1])
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["s", "t"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one allocation matrix per routed layer"):
+        builder.plot(ALLOCATIONS[:1])

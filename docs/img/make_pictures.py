@@ -1,4 +1,4 @@
-"""Renders the PNGs of docs/pictures.md (about a minute on 2 CPU cores).
+"""Renders the PNGs of docs/pictures.md (about three minutes on 2 CPU cores).
 
 Run from the repository root: `python docs/img/make_pictures.py [out_dir]`.
 """
@@ -9,14 +9,17 @@ import sys
 import keras
 import matplotlib
 import numpy as np
+import tensorflow as tf
 
 matplotlib.use("Agg")
 
 from keras_branching.affinity.rsa import TaskAffinity  # noqa: E402
+from keras_branching.allocation import AllocationBuilder, task_batches  # noqa: E402
 from keras_branching.builder import BranchedModelBuilder  # noqa: E402
 from keras_branching.callbacks.architecture_logger import ArchitectureLogger  # noqa: E402
 from keras_branching.callbacks.temperature import TemperatureSchedule  # noqa: E402
 from keras_branching.datasets.synthetic import synthetic_tasks  # noqa: E402
+from keras_branching.routing.search import ShareRouting  # noqa: E402
 from keras_branching.supernet import build_supernet, derive_tree  # noqa: E402
 from keras_branching.task import Task  # noqa: E402
 
@@ -40,6 +43,53 @@ def search(num_groups, tasks_per_group, widths, epochs, router_learning_rate=0.0
     schedule = TemperatureSchedule("exponential", initial_temperature=2.0, decay_rate=0.98)
     supernet.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=[logger, schedule])
     return logger, derive_tree(supernet), groups
+
+
+def routing(num_groups, tasks_per_group, num_experts, epochs, seed=0):
+    """Share routing on binary synthetic tasks (targets above their median)."""
+    keras.utils.set_random_seed(seed)
+    x, y, _ = synthetic_tasks(
+        num_groups, tasks_per_group, num_examples=2500, input_dim=16, seed=seed
+    )
+    y = {t: (v > np.median(v)).astype("float32") for t, v in y.items()}
+    tasks = [
+        Task(t, lambda: keras.layers.Dense(1, activation="sigmoid"), "binary_crossentropy")
+        for t in y
+    ]
+    search = ShareRouting(
+        (16,),
+        [lambda: keras.layers.Dense(8, activation="relu")] * 2,
+        tasks,
+        num_experts=num_experts,
+        queries="all",
+        max_route_size=2,
+        seed=seed,
+    )
+    n = 1500
+    train = {t: v[:n] for t, v in y.items()}
+    validation = {t: v[n:] for t, v in y.items()}
+    return search.search(
+        x[:n], train, (x[n:], validation), epochs=epochs, batch_size=128, steps_per_update=4
+    )
+
+
+def allocation(num_groups, tasks_per_group, num_components, steps=300, seed=0):
+    """Learned allocation of one layer of one-unit linear components (as in the tests)."""
+    keras.utils.set_random_seed(seed)
+    dim = 2 * num_groups
+    x, y, groups = synthetic_tasks(num_groups, tasks_per_group, 2000, input_dim=dim, seed=seed)
+    names = [t for g in groups for t in g]
+    builder = AllocationBuilder(
+        (dim,),
+        [[lambda: keras.layers.Dense(1)] * num_components],
+        [Task(n, lambda: keras.layers.Dense(1), "mse") for n in names],
+        initial_probability=0.9,
+        seed=seed,
+    )
+    model = builder.build(learning_rate=1e-2, allocation_learning_rate=2e-2, weight_decay=0.0)
+    data = {n: tf.data.Dataset.from_tensor_slices((x, y[n])) for n in names}
+    model.fit(task_batches(data, 64, seed=seed), steps_per_epoch=steps, verbose=0, shuffle=False)
+    return builder, model
 
 
 def save(fig, name):
@@ -71,6 +121,12 @@ def main():
         np.fill_diagonal(matrix, 1.0)
         values.append(matrix)
     save(TaskAffinity(tasks, np.array(values)).plot(), "affinity.png")
+    save(routing(2, 2, num_experts=3, epochs=6).plot(), "routing_plan_4.png")
+    save(routing(8, 5, num_experts=4, epochs=3).plot(), "routing_plan_40.png")
+    builder, model = allocation(2, 2, num_components=6)
+    save(builder.plot(model), "allocation_4.png")
+    builder, model = allocation(8, 5, num_components=10)
+    save(builder.plot(model), "allocation_40.png")
 
 
 if __name__ == "__main__":

@@ -336,6 +336,16 @@ class RoutingPlan:
 
     __str__ = __repr__
 
+    def plot(self, path=None, title=None):
+        """Draws the plan with matplotlib; see `keras_branching.plotting.plot_routing_plan`.
+
+        Returns:
+            The matplotlib `Figure`.
+        """
+        from keras_branching.plotting import plot_routing_plan
+
+        return plot_routing_plan(self, path=path, title=title)
+
 
 def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
