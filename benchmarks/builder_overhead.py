@@ -18,6 +18,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras_branching  # noqa: F401, E402  (first: it imports TensorFlow without start-up noise)
+
+# isort: split
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

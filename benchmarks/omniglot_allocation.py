@@ -32,9 +32,12 @@ in a random task order, so its 8,000 steps were 160,000 updates.
 import argparse
 import json
 import os
-import re
 import sys
 import time
+
+import keras_branching  # noqa: F401  (first: it imports TensorFlow without start-up noise)
+
+# isort: split
 
 import keras
 import numpy as np
@@ -117,11 +120,6 @@ def omniglot_layers(filters=48, num_layers=8, num_downsamples=5, groups=4):
     return layers
 
 
-def task_name(alphabet):
-    """Alphabet names hold parentheses, which Keras does not allow in output names."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", alphabet)
-
-
 def accuracies(model, data, split, batch_size=64, joint=False):
     """Per-task accuracy on `split`.
 
@@ -130,7 +128,7 @@ def accuracies(model, data, split, batch_size=64, joint=False):
     traced once. Otherwise (static networks) evaluate each task alone.
     """
     if joint:
-        names = {task: task_name(task) for task in data.tasks}
+        names = data.keras_names
         arrays = {task: data.arrays[split][task] for task in data.tasks}
         longest = max(len(y) for _, y in arrays.values())
         predictions = {task: [] for task in data.tasks}
@@ -146,7 +144,9 @@ def accuracies(model, data, split, batch_size=64, joint=False):
     result = {}
     for task in data.tasks:
         x, y = data.arrays[split][task]
-        logits = task_model(model, task_name(task)).predict(x, batch_size=batch_size, verbose=0)
+        logits = task_model(model, data.keras_names[task]).predict(
+            x, batch_size=batch_size, verbose=0
+        )
         result[task] = float(np.mean(np.argmax(logits, axis=-1) == y))
     return result
 
@@ -224,7 +224,7 @@ def run(network, builder, data, args):
         model = builder.build_shared(**compile_kwargs)
     else:
         model = builder.build_independent(**compile_kwargs)
-    train = {task_name(a): dataset for a, dataset in data.train.items()}
+    train = data.datasets("train", keras_names=True)
     dataset = task_batches(train, args.batch_size, seed=args.seed)
     keeper = BestOnValidation(builder, data, network)
     callbacks = [keeper]
@@ -356,7 +356,7 @@ def main(argv=None):
     print(f"{data} loaded in {time.time() - start:.1f}s", flush=True)
     tasks = [
         Task(
-            task_name(name),
+            data.keras_names[name],
             head=(lambda n=n: keras.layers.Dense(n)),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )

@@ -682,6 +682,17 @@ class AllocationBuilder:
         """
         return [mask.allocation() for mask in self._masks(model)]
 
+    def probabilities(self, model):
+        """The probability that each task uses each component, per routed layer.
+
+        Read from the `AllocationMask` logits of an allocation network; the
+        greedy allocation (`allocations`) is where it is at least 0.5.
+
+        Returns:
+            A list of float numpy arrays of shape (num_tasks, num_components).
+        """
+        return [mask.probabilities() for mask in self._masks(model)]
+
     def shared_components(self, model_or_allocations):
         """How many components each pair of tasks shares, over all routed layers.
 
@@ -722,9 +733,8 @@ class AllocationBuilder:
 
         probabilities = None
         if isinstance(model_or_allocations, keras.Model):
-            masks = self._masks(model_or_allocations)
-            allocations = [mask.allocation() for mask in masks]
-            probabilities = [mask.probabilities() for mask in masks]
+            allocations = self.allocations(model_or_allocations)
+            probabilities = self.probabilities(model_or_allocations)
         else:
             allocations = self.check_allocations(model_or_allocations)
         if components is None:
@@ -813,21 +823,34 @@ class AllocationBuilder:
 def task_model(model, task):
     """The part of a static multi-task model that computes one task.
 
-    In a static model (from `export`, `build_static`, `build_shared` or
-    `build_independent`) each task's output depends only on its own input,
-    so a task can be evaluated alone, without feeding the other tasks.
+    In a static model (from `export`, `build_static` or `build_independent`)
+    each task's output depends only on its own input, so a task can be
+    evaluated alone, without feeding the other tasks. The allocation network
+    (`build`) and the shared baseline (`build_shared`) run all tasks'
+    batches through each layer together: call them on every task's input.
 
     Args:
-        model: a model with inputs and outputs in dicts keyed by task.
+        model: a static model with inputs and outputs in dicts keyed by task.
         task: a task name.
 
     Returns:
         A `keras.Model` from that task's input to its output.
+
+    Raises:
+        ValueError: for an unknown task, or a network that joins the tasks'
+            batches.
     """
     if not isinstance(model.input, dict) or task not in model.input:
         raise ValueError(
             f"Expected a model with a dict input holding task {task!r}. "
             f"Received inputs {model.input!r}"
+        )
+    if any(isinstance(layer, JointComponents) for layer in model.layers):
+        raise ValueError(
+            f"Expected a static model (from `export`, `build_static` or "
+            f"`build_independent`), whose tasks can run alone. Received {model.name!r}, "
+            "which runs all tasks' batches through each layer together (as `build` and "
+            "`build_shared` do): call it on every task's input instead"
         )
     return keras.Model(model.input[task], model.output[task], name=f"task_{_sanitize(task)}")
 

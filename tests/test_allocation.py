@@ -101,6 +101,9 @@ def test_export_equals_allocation_network_at_inference(tmp_path):
     # Each task alone; and the export saves and reloads without custom objects.
     alone = task_model(static, "c")
     np.testing.assert_allclose(alone.predict(batch["c"], verbose=0), expected["c"], atol=1e-5)
+    for joint in (model, builder.build_shared()):
+        with pytest.raises(ValueError, match="call it on every task's input"):
+            task_model(joint, "c")
     path = str(tmp_path / "allocated.keras")
     static.save(path)
     reloaded = keras.models.load_model(path)
@@ -280,6 +283,8 @@ def test_plot_shows_probabilities_of_a_network_or_given_allocations():
     assert [t.get_text() for t in layer3.get_xticklabels()] == ["c1", "c2"]
     assert [t.get_text() for t in layer1.get_yticklabels()] == NAMES
     probabilities = model.get_layer("layer1_allocation").probabilities()
+    np.testing.assert_allclose(builder.probabilities(model)[0], probabilities)
+    assert [p.shape for p in builder.probabilities(model)] == [(3, 3), (3, 2)]
     np.testing.assert_allclose(layer1.images[0].get_array(), probabilities)
     assert len(layer3.collections[0].get_offsets()) == ALLOCATIONS[1].sum()
     plt.close(fig)

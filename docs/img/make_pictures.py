@@ -6,6 +6,10 @@ Run from the repository root: `python docs/img/make_pictures.py [out_dir]`.
 import os
 import sys
 
+import keras_branching  # noqa: F401  (first: it imports TensorFlow without start-up noise)
+
+# isort: split
+
 import keras
 import matplotlib
 import numpy as np

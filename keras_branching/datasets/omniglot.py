@@ -10,6 +10,8 @@ import zipfile
 
 import numpy as np
 
+from keras_branching._validation import sanitize_name
+
 #: The published order of the 50 alphabets (Liang et al. 2018; Ramachandran
 #: and Le 2019; Maziarz et al. 2019). The multi-task protocol takes the first 20.
 ALPHABET_ORDER = (
@@ -78,6 +80,11 @@ class OmniglotTasks:
 
     Attributes:
         tasks: the alphabet names, in the published order.
+        keras_names: dict keyed by alphabet: a name Keras accepts for the
+            task's input and output (the alphabet name with every character
+            but letters, digits and `_.-` replaced by `_`; `"Malay_(Jawi_-_Arabic)"`
+            becomes `"Malay__Jawi_-_Arabic_"`). Use it for `Task` names and
+            to key the datasets (see `datasets`).
         num_classes: dict keyed by alphabet: its number of characters.
         arrays: dict keyed by split (`"train"`, `"validation"`, `"test"`) of
             dicts keyed by alphabet of `(images, labels)` numpy arrays;
@@ -93,15 +100,27 @@ class OmniglotTasks:
         self.arrays = arrays
         self.image_size = image_size
         self.source = source
+        self.keras_names = {task: sanitize_name(task) for task in self.tasks}
 
-    def datasets(self, split):
-        """Per-task unbatched `tf.data.Dataset`s of `(image, label)` for `split`."""
+    def datasets(self, split, keras_names=False):
+        """Per-task unbatched `tf.data.Dataset`s of `(image, label)` for `split`.
+
+        Args:
+            split: `"train"`, `"validation"` or `"test"`.
+            keras_names: key the datasets by `keras_names` (the task names a
+                model can use) instead of by alphabet.
+
+        Returns:
+            A dict of datasets, in the order of `tasks`.
+        """
         import tensorflow as tf
 
         if split not in SPLITS:
             raise ValueError(f"Expected `split` to be one of {SPLITS}. Received: split={split!r}")
         return {
-            task: tf.data.Dataset.from_tensor_slices(self.arrays[split][task])
+            self.keras_names[task] if keras_names else task: tf.data.Dataset.from_tensor_slices(
+                self.arrays[split][task]
+            )
             for task in self.tasks
         }
 

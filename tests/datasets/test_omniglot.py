@@ -178,3 +178,18 @@ def test_real_omniglot(tmp_path):
     again = omniglot(REAL, image_size=28, cache_dir=str(tmp_path))
     assert time.time() - start < first / 3
     assert again.num_classes == data.num_classes
+
+
+def test_keras_names_key_the_datasets_with_names_a_model_accepts():
+    images, labels = np.zeros((2, 8, 8, 1), "float32"), np.zeros(2, "int32")
+    tasks = ["Gujarati", "Malay_(Jawi_-_Arabic)"]
+    arrays = {split: {t: (images, labels) for t in tasks} for split in omniglot_module.SPLITS}
+    data = omniglot_module.OmniglotTasks(tasks, {t: 1 for t in tasks}, arrays, 8, "test")
+    assert data.keras_names == {
+        "Gujarati": "Gujarati",
+        "Malay_(Jawi_-_Arabic)": "Malay__Jawi_-_Arabic_",
+    }
+    assert list(data.datasets("test", keras_names=True)) == ["Gujarati", "Malay__Jawi_-_Arabic_"]
+    assert list(data.train) == tasks
+    with pytest.raises(ValueError, match="split='dev'"):
+        data.datasets("dev")
