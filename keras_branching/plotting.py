@@ -153,6 +153,13 @@ def plot_routing_plan(plan, path=None, title=None):
     fig, ax = plt.subplots(
         figsize=(2.2 + 1.6 * (num_layers + 1) + 0.07 * longest, max(2.8, 1.4 + 0.3 * (span + 1)))
     )
+    # Sub-network nodes: (face, edge, label text) colours, and their legend entries.
+    node_colours = {
+        "gated": ("#1f5f99", "#1f3b57", "white"),
+        "single": ("#c9dcec", "#1f3b57", "#1f3b57"),
+        "unused": ("white", "#b0b0b0", "#909090"),
+    }
+    node_labels = ("gate over several members", "one member, no gate", "unused")
     route_style = {"color": "#8aa1b4", "linewidth": 1.2, "zorder": 1}
     query_style = {"color": "#f0a04b", "linewidth": 1.2, "linestyle": "--", "zorder": 1}
 
@@ -184,12 +191,8 @@ def plot_routing_plan(plan, path=None, title=None):
             route, query = plan.route(layer, m)
             active = (layer, m) in used
             draw_inputs(x, y, route, query, y_expert[layer - 1] if layer else None, active)
-            if not active:
-                face, edge, text = "white", "#b0b0b0", "#909090"
-            elif len(route) > 1:
-                face, edge, text = "#1f5f99", "#1f3b57", "white"
-            else:
-                face, edge, text = "#c9dcec", "#1f3b57", "#1f3b57"
+            kind = "unused" if not active else "gated" if len(route) > 1 else "single"
+            face, edge, text = node_colours[kind]
             ax.scatter([x], [y], s=520, color=face, edgecolors=edge, linewidths=1.2, zorder=3)
             ax.text(x, y, f"e{x}.{m}", ha="center", va="center", fontsize=7, color=text, zorder=4)
     tower_x = num_layers + 1
@@ -202,7 +205,7 @@ def plot_routing_plan(plan, path=None, title=None):
             [y],
             marker="D",
             s=60 if len(route) > 1 else 40,
-            color="#1f5f99" if len(route) > 1 else "#c9dcec",
+            color=node_colours["gated" if len(route) > 1 else "single"][0],
             edgecolors="#1f3b57",
             zorder=3,
         )
@@ -220,35 +223,18 @@ def plot_routing_plan(plan, path=None, title=None):
     legend = [
         Line2D([], [], label="route member", **route_style),
         Line2D([], [], label="gate query", **query_style),
+    ] + [
         Line2D(
             [],
             [],
             marker="o",
             linestyle="",
             markersize=8,
-            color="#1f5f99",
-            label="gate over several members",
-        ),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            linestyle="",
-            markersize=8,
-            color="#c9dcec",
-            markeredgecolor="#1f3b57",
-            label="one member, no gate",
-        ),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            linestyle="",
-            markersize=8,
-            color="white",
-            markeredgecolor="#b0b0b0",
-            label="unused",
-        ),
+            color=face,
+            markeredgecolor=edge,
+            label=label,
+        )
+        for (face, edge, _), label in zip(node_colours.values(), node_labels)
     ]
     # In the figure's bottom half inch, whatever its height, below the tick labels.
     fig.legend(handles=legend, fontsize=7, loc="lower center", ncol=3, frameon=False)
