@@ -56,9 +56,9 @@ _CASES = {
 }
 
 
-# `AllocationModel.train_step` logs the loss without undoing Keras's 1/replicas
-# scaling and adds its weight penalty unscaled (so once per replica): its
-# logged loss halves and its weights drift under two replicas.
+# Every kind of model the library builds, `AllocationModel` included: its own
+# `train_step` logs the loss without Keras's 1/replicas scaling and scales its
+# weight penalty by 1/replicas, as Keras scales losses.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
@@ -88,6 +88,18 @@ def test_gumbel_noise_per_replica(results):
     assert len({json.dumps(step[0]) for step in samples}) > 1
     for step in samples:
         assert np.allclose(np.sum(step[0], axis=-1), 1.0)
+
+
+@pytest.mark.slow
+def test_allocation_noise_per_replica(results):
+    """`AllocationMask` too: one allocation sample per step, the same on every replica."""
+    samples = results["allocation_samples"]  # steps x replicas x tasks x 1 x components
+    assert all(step[0] == step[1] for step in samples)
+    assert len({json.dumps(step[0]) for step in samples}) > 1
+    for step in samples:
+        for weights in np.asarray(step[0])[:, 0]:  # each task's allocation weights
+            allocated = weights > 0
+            assert np.allclose(weights[allocated], 1.0 / max(allocated.sum(), 1))
 
 
 # The worker.
@@ -209,18 +221,33 @@ def _compare(make, strategy):
     return result
 
 
-def _gumbel_samples(strategy, steps=6):
-    import tensorflow as tf
-
+def _gumbel_samples(strategy):
     from keras_branching.layers.gumbel_router import GumbelRouter
 
     with strategy.scope():
         router = GumbelRouter(3, temperature=1.0, seed=0)
         router.build([(None, 4)] * 4)
+    return _replica_samples(strategy, lambda: router.mixing_weights(training=True))
+
+
+def _allocation_samples(strategy):
+    from keras_branching.layers.allocation_mask import AllocationMask
+
+    with strategy.scope():
+        mask = AllocationMask(3, 4, initial_probability=0.5, seed=0)
+    # Component k outputs the one-hot e_k, so each task's output is its row of
+    # allocation weights: 1 / (number allocated) on its allocated components.
+    components = [np.eye(4, dtype="float32")[None]] * 3
+    return _replica_samples(strategy, lambda: mask(components, training=True))
+
+
+def _replica_samples(strategy, draw, steps=6):
+    """What `draw()` returns on each replica, in `steps` successive steps."""
+    import tensorflow as tf
 
     @tf.function
     def sample():
-        return strategy.run(lambda: router.mixing_weights(training=True))
+        return strategy.run(draw)
 
     samples = []
     for _ in range(steps):
@@ -259,6 +286,7 @@ def main():
         except Exception as error:  # reported by the test of that case
             results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
     results["gumbel_samples"] = _gumbel_samples(strategy)
+    results["allocation_samples"] = _allocation_samples(strategy)
     print(json.dumps(results))
 
 

@@ -1,0 +1,77 @@
+"""The Python blocks of `docs/distributed.md` run, in order, on two logical CPUs.
+
+The page's first block splits the CPU into two logical devices, which
+TensorFlow allows only before it runs its first op, so the blocks run as
+one script in a fresh process (in a temporary directory, where the page
+saves its models). A block right after a `<!-- not run: ... -->` comment
+(the TPU setup) is left out.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import pytest
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PAGE = os.path.join(_REPO, "docs", "distributed.md")
+# The models the page builds in the scope (names of its variables).
+_TRAINED = (
+    "model",
+    "resumed",
+    "weighted",
+    "search.supernet",
+    "retrained",
+    "supernet",
+    "routed",
+    "mmoe",
+    "network",
+    "result.single_task_model",
+    "chosen",
+)
+_BLOCK = re.compile(r"(<!-- not run[^>]*-->\s*\n)?```python\n(.*?)```", re.DOTALL)
+
+
+def page_blocks():
+    """The page's Python blocks, as `(code, runs)` pairs in page order."""
+    with open(_PAGE, encoding="utf-8") as f:
+        text = f.read()
+    return [(match.group(2), match.group(1) is None) for match in _BLOCK.finditer(text)]
+
+
+def test_page_has_the_tested_example():
+    blocks = page_blocks()
+    run = [code for code, runs in blocks if runs]
+    assert len(run) >= 8, "most blocks of the page should run"
+    assert "set_logical_device_configuration" in run[0]  # before keras_branching
+    script = "\n".join(run)
+    for needle in ("MirroredStrategy()", "strategy.scope()", "load_model", "saved_model.load"):
+        assert needle in script
+    assert not any("TPUStrategy" in code for code in run)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow only"
+)
+def test_page_runs_on_two_logical_cpus(tmp_path):
+    script = "\n\n".join(code for code, runs in page_blocks() if runs)
+    # Every model the page trains in the scope did train on both replicas.
+    script += "\nassert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync\n"
+    for name in _TRAINED:
+        script += f"assert {name}.distribute_strategy.num_replicas_in_sync == 2, {name!r}\n"
+    path = tmp_path / "distributed_page.py"
+    path.write_text(script, encoding="utf-8")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO, env.get("PYTHONPATH")]))
+    process = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert process.returncode == 0, process.stderr[-5000:]
