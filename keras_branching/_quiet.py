@@ -41,4 +41,7 @@ def import_keras_quietly():
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            tf.constant(0.0) + 1.0  # the first op prints the remaining start-up lines
+            # Listing the devices prints the remaining start-up lines (CUDA
+            # probing) without starting the runtime, so device settings
+            # (logical devices, memory growth) can still be made afterwards.
+            tf.config.list_physical_devices()

@@ -267,10 +267,23 @@ class AllocationModel(keras.Model):
                 sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
             )
             total = loss + loss_module.scale_loss_for_distribution(self.weight_penalty())
-        gradients = tape.gradient(total, weights + allocation)
+            # Under mixed_float16 the weights' optimizer is a LossScaleOptimizer:
+            # it wants the gradients of the scaled loss, and unscales them itself.
+            scaled = self.optimizer.scale_loss(total)
+        gradients = tape.gradient(scaled, weights + allocation)
+        allocation_gradients = gradients[len(weights) :]
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) and allocation:
+            # The allocation optimizer is a plain one: unscale its gradients
+            # here, with the scale of this step (read before the update may
+            # change it), and zero them where the scaled loss overflowed.
+            scale = ops.cast(self.optimizer.scale_loss(1.0), "float32")
+            allocation_gradients = [
+                ops.where(ops.isfinite(g), ops.divide(g, scale), ops.zeros_like(g))
+                for g in allocation_gradients
+            ]
         self.optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
         if allocation:
-            self.allocation_optimizer.apply_gradients(zip(gradients[len(weights) :], allocation))
+            self.allocation_optimizer.apply_gradients(zip(allocation_gradients, allocation))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

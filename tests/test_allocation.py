@@ -156,6 +156,37 @@ def test_training_step_two_learning_rates_and_weight_decay():
     assert penalty == pytest.approx(1e-2 * 0.5 * 3 * expected, rel=1e-5)
 
 
+def _one_sgd_step(policy):
+    """How far one SGD step moves the weights and the allocation logits."""
+    keras.config.set_dtype_policy(policy)  # the conftest fixture resets it
+    keras.utils.set_random_seed(0)
+    builder = _builder(seed=0)
+    model = builder.build(compile=False)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        allocation_optimizer=keras.optimizers.SGD(1.0),
+        loss={t: "mse" for t in NAMES},
+    )
+    kernel = model.get_layer("layer1_components").components[0].kernel
+    before = np.asarray(kernel).copy(), [np.asarray(v).copy() for v in model.allocation_variables]
+    x, y = _data()
+    model.fit(_dataset(x, y), steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    weight_move = np.abs(np.asarray(kernel) - before[0]).max()
+    logit_move = max(
+        np.abs(np.asarray(v) - b).max() for v, b in zip(model.allocation_variables, before[1])
+    )
+    return weight_move, logit_move
+
+
+def test_mixed_float16_steps_like_float32():
+    """The loss-scaled weights' gradients and the plain allocation gradients keep their size."""
+    reference = _one_sgd_step("float32")
+    mixed = _one_sgd_step("mixed_float16")
+    assert min(reference) > 1e-4
+    for ours, theirs in zip(mixed, reference):
+        assert theirs / 3 < ours < theirs * 3, (mixed, reference)
+
+
 def test_temperature_schedule_anneals_the_masks():
     temperature = pytest.importorskip("keras_branching.callbacks.temperature")
     builder = _builder(temperature=50.0)

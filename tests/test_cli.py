@@ -34,13 +34,26 @@ def test_rejects_bad_arguments(capsys):
         main(["demo", "--blocks", "1"])
 
 
-def test_import_prints_no_tensorflow_start_up_lines():
+# After the import, device settings are still allowed (no op has run) and the
+# first op prints nothing either.
+_AFTER_IMPORT = """
+import keras_branching
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+print(len(tf.config.list_logical_devices("CPU")), float(tf.reduce_sum(tf.ones(3))))
+"""
+
+
+def test_import_prints_no_tensorflow_start_up_lines_and_runs_no_op():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-c", "import keras_branching"], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _AFTER_IMPORT], capture_output=True, text=True, env=env
     )
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+    assert result.stdout.split() == ["2", "3.0"]
 
 
 def test_module_entry_point_shows_help():
