@@ -25,6 +25,7 @@ _TRAINED = (
     "search.supernet",
     "retrained",
     "supernet",
+    "share.supernet",
     "routed",
     "mmoe",
     "network",

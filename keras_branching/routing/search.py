@@ -570,6 +570,14 @@ class ShareRouting:
                 )
         return y
 
+    def _predict(self, x):
+        """The supernet's outputs on one batch, on one device or under a strategy."""
+        if self.supernet.distribute_strategy.num_replicas_in_sync > 1:
+            # Under tf.distribute `predict_on_batch` returns one copy of the
+            # outputs per replica; `predict` splits the batch and joins it.
+            return self.supernet.predict(x, batch_size=len(x), verbose=0)
+        return self.supernet.predict_on_batch(x)
+
     def _update(self, rng, x_val, y_val, num_samples):
         """One REINFORCE step from `num_samples` architectures; returns their mean rewards."""
         tasks = self.builder.task_names
@@ -577,7 +585,7 @@ class ShareRouting:
         for _ in range(num_samples):
             sample = self._sample(rng)
             self._activate(sample)
-            predictions = self.supernet.predict_on_batch(x_val)
+            predictions = self._predict(x_val)
             score = {t: float(self.metric(y_val[t], np.asarray(predictions[t]))) for t in tasks}
             bad = [t for t, v in score.items() if not math.isfinite(v)]
             if bad:
