@@ -92,8 +92,16 @@ def allocation(num_groups, tasks_per_group, num_components, steps=300, seed=0):
     )
     model = builder.build(learning_rate=1e-2, allocation_learning_rate=2e-2, weight_decay=0.0)
     data = {n: tf.data.Dataset.from_tensor_slices((x, y[n])) for n in names}
-    model.fit(task_batches(data, 64, seed=seed), steps_per_epoch=steps, verbose=0, shuffle=False)
-    return builder, model
+    logger = ArchitectureLogger()
+    model.fit(
+        task_batches(data, 64, seed=seed),
+        steps_per_epoch=steps // 6,
+        epochs=6,
+        verbose=0,
+        shuffle=False,
+        callbacks=[logger],
+    )
+    return builder, model, logger
 
 
 def save(fig, name):
@@ -127,10 +135,11 @@ def main():
     save(TaskAffinity(tasks, np.array(values)).plot(), "affinity.png")
     save(routing(2, 2, num_experts=3, epochs=6).plot(), "routing_plan_4.png")
     save(routing(8, 5, num_experts=4, epochs=3).plot(), "routing_plan_40.png")
-    builder, model = allocation(2, 2, num_components=6)
+    builder, model, _ = allocation(2, 2, num_components=6)
     save(builder.plot(model), "allocation_4.png")
-    builder, model = allocation(8, 5, num_components=10)
+    builder, model, logger = allocation(8, 5, num_components=10)
     save(builder.plot(model), "allocation_40.png")
+    save(logger.plot(), "architecture_logger_allocation_40.png")
 
 
 if __name__ == "__main__":

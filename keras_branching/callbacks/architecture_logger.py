@@ -200,10 +200,14 @@ class ArchitectureLogger(keras.callbacks.Callback):
 
         One row per layer. On the left, the probabilities against the epoch,
         one colour per child (router) or task (allocation): every entry of
-        the matrix, with a legend, when it has at most 12 entries; otherwise,
-        for every row, the probability of the column it ends up choosing,
-        with a colour bar of the rows. A dotted line marks the uniform
-        probability. On the right, the last recorded matrix as a heat map.
+        the matrix, with a legend, when it has at most 12 entries; otherwise
+        one line per row, with a colour bar of the rows: for a router, the
+        probability of the parent the child ends up choosing; for an
+        allocation, whose entries are independent, the expected share of
+        the components the task uses (the mean of its row). A dotted line
+        marks the uniform probability of a router, or the 0.5 above which an
+        allocation uses a component at inference. On the right, the last
+        recorded matrix as a heat map.
 
         Args:
             layer_name: optional name of one recorded layer; by default all.
@@ -216,6 +220,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
             ValueError: if nothing was recorded, or for an unknown name.
         """
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         if not self.history:
             raise ValueError("Nothing recorded yet: pass the logger to `fit(callbacks=...)` first.")
@@ -248,6 +253,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
             cmap = plt.get_cmap("viridis")
             rows, columns = shape
             few = rows * columns <= 12
+            allocation = isinstance(layer, AllocationMask)
             xs = list(xs)
             if few:
                 styles = ["-", "--", ":", "-."]
@@ -265,26 +271,39 @@ class ArchitectureLogger(keras.callbacks.Callback):
                         )
                 title = f"{name}: {row_name}-{column_name} probabilities"
             else:
-                # Too many entries for one line each: follow, for every row, the
-                # probability of the column it ends up choosing.
-                chosen = stack[-1].argmax(axis=1)
+                # Too many entries for one line each: one line per row. A router's
+                # row is a distribution: follow the parent the child ends up
+                # choosing. An allocation's entries are independent: follow the
+                # expected share of components the task uses.
+                if allocation:
+                    lines = stack.mean(axis=2)
+                    title = f"{name}: expected share of the {column_name}s each {row_name} uses"
+                else:
+                    chosen = stack[-1].argmax(axis=1)
+                    lines = stack[:, np.arange(rows), chosen]
+                    title = f"{name}: probability of each {row_name}'s final {column_name}"
                 for r in range(rows):
                     ax_lines.plot(
                         xs,
-                        stack[:, r, chosen[r]],
+                        lines[:, r],
                         color=cmap(r / max(rows - 1, 1)),
                         linewidth=1.0,
                         marker="o" if len(xs) <= 12 else None,
                         markersize=2,
                     )
-                title = f"{name}: probability of each {row_name}'s final {column_name}"
-            if columns > 1:
+            reference = None  # a dotted line: (height, label)
+            if allocation and few:
+                reference = (0.5, "used above")
+            elif not allocation and columns > 1:
+                reference = (1.0 / columns, "uniform")
+            if reference:
                 ax_lines.axhline(
-                    1.0 / columns, color="gray", linestyle=":", linewidth=0.9, label="uniform"
+                    reference[0], color="gray", linestyle=":", linewidth=0.9, label=reference[1]
                 )
             ax_lines.set_ylim(-0.03, 1.03)
             ax_lines.set_xlabel("epoch", fontsize=8)
-            ax_lines.set_ylabel("probability", fontsize=8)
+            shares = allocation and not few
+            ax_lines.set_ylabel("expected share" if shares else "probability", fontsize=8)
             ax_lines.set_title(title, fontsize=9)
             ax_lines.tick_params(labelsize=7)
             if len(xs) <= 12:
@@ -292,10 +311,11 @@ class ArchitectureLogger(keras.callbacks.Callback):
             if few:
                 ax_lines.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
             else:
-                if columns > 1:
+                if reference:
                     ax_lines.legend(fontsize=6, loc="upper left")
                 mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, rows - 1))
                 bar = fig.colorbar(mappable, ax=ax_lines, pad=0.01, fraction=0.04)
+                bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
                 bar.set_label(row_name, fontsize=7)
                 bar.ax.tick_params(labelsize=6)
             image = ax_map.imshow(stack[-1], vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")

@@ -83,6 +83,31 @@ def test_allocation_masks_and_nested_models():
     assert list(logger.history) == ["mask"]
     assert [m.shape for m in logger.history["mask"]] == [(2, 2), (2, 2)]
     np.testing.assert_allclose(logger.history["mask"][-1], mask.probabilities())
+    # Few entries: one line each, and the 0.5 above which a component is used.
+    lines = logger.plot().axes[0].get_lines()
+    assert len(lines) == 5 and lines[-1].get_label() == "used above"
+    assert lines[-1].get_ydata()[0] == 0.5
+    matplotlib.pyplot.close("all")
+
+
+def test_plot_of_a_large_allocation_follows_each_task_s_share():
+    inputs = [keras.Input((3, 2)) for _ in range(5)]
+    mask = AllocationMask(5, 3, initial_probability=0.7, name="mask")
+    outputs = [keras.layers.Dense(1)(t) for t in mask(inputs)]
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", ["mse"] * 5)
+    logger = ArchitectureLogger()
+    data = [np.ones((8, 3, 2), "float32")] * 5
+    model.fit(data, [np.ones((8, 1))] * 5, epochs=2, verbose=0, callbacks=[logger])
+    ax = logger.plot().axes[0]
+    assert ax.get_title() == "mask: expected share of the components each task uses"
+    # 15 entries: one line per task at its row's mean; no reference line, since
+    # the entries are independent probabilities.
+    shares = np.stack(logger.history["mask"]).mean(axis=2)
+    assert len(ax.get_lines()) == 5
+    for task, line in enumerate(ax.get_lines()):
+        np.testing.assert_allclose(line.get_ydata(), shares[:, task], rtol=1e-6)
+    matplotlib.pyplot.close("all")
 
 
 def test_plot_returns_a_figure(tmp_path):
