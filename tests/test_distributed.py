@@ -11,14 +11,14 @@ both loss histories and final weights as JSON. The tests compare them.
 
 import json
 import os
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fresh_process import REPO, run_python
+
 _BATCH, _EPOCHS, _EXAMPLES = 16, 3, 64
 
 pytestmark = pytest.mark.skipif(
@@ -28,18 +28,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO, env.get("PYTHONPATH")]))
-    process = subprocess.run(
-        [sys.executable, os.path.abspath(__file__)],
-        capture_output=True,
-        text=True,
-        timeout=500,
-        env=env,
-        cwd=_REPO,
-    )
-    assert process.returncode == 0, process.stderr[-5000:]
-    return json.loads(process.stdout.strip().splitlines()[-1])
+    stdout = run_python(os.path.abspath(__file__), cwd=REPO)
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 # Relative tolerance on losses and weights: the replicas sum their gradients

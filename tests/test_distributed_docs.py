@@ -9,14 +9,13 @@ saves its models). A block right after a `<!-- not run: ... -->` comment
 
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_PAGE = os.path.join(_REPO, "docs", "distributed.md")
+from tests.fresh_process import REPO, run_python
+
+_PAGE = os.path.join(REPO, "docs", "distributed.md")
 # The models the page builds in the scope (names of its variables).
 _TRAINED = (
     "model",
@@ -65,14 +64,4 @@ def test_page_runs_on_two_logical_cpus(tmp_path):
         script += f"assert {name}.distribute_strategy.num_replicas_in_sync == 2, {name!r}\n"
     path = tmp_path / "distributed_page.py"
     path.write_text(script, encoding="utf-8")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO, env.get("PYTHONPATH")]))
-    process = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=500,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert process.returncode == 0, process.stderr[-5000:]
+    run_python(path, cwd=tmp_path)
