@@ -19,6 +19,22 @@ def check_positive(name, value):
     return float(value)
 
 
+def check_non_negative(name, value):
+    """`value` as a float if it is a real number >= 0; else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+        raise ValueError(f"Expected `{name}` >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_positive_int(name, value):
+    """`value` as an int if it is an integer >= 1; a TypeError or ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Expected `{name}` to be an int. Received: {name}={value!r}")
+    if value < 1:
+        raise ValueError(f"Expected `{name}` >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
 def check_tasks(tasks):
     """`tasks` as a list if it is a non-empty list of `Task` with unique names."""
     if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)):

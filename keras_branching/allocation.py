@@ -8,7 +8,6 @@ per-layer task-by-component boolean allocation, which `export` turns into a
 plain static model.
 """
 
-import numbers
 import re
 
 import keras
@@ -16,15 +15,16 @@ import numpy as np
 from keras import ops
 from keras.src.losses import loss as loss_module  # tf.distribute loss scaling helpers
 
-from keras_branching._validation import check_positive, check_tasks
+from keras_branching._validation import (
+    check_non_negative,
+    check_positive,
+    check_tasks,
+    sanitize_name,
+)
 from keras_branching.layers.allocation_mask import AllocationMask
 
 _REDUCTIONS = ("stack", "mean", "none")
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _sanitize(name):
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _is_weight_decayed(variable):
@@ -203,16 +203,9 @@ class AllocationModel(keras.Model):
                 "Training an `AllocationModel` needs the TensorFlow backend. "
                 f"Received: backend={keras.backend.backend()!r}"
             )
-        if (
-            isinstance(weight_decay, bool)
-            or not isinstance(weight_decay, numbers.Real)
-            or weight_decay < 0
-        ):
-            raise ValueError(
-                f"Expected `weight_decay` >= 0. Received: weight_decay={weight_decay!r}"
-            )
+        weight_decay = check_non_negative("weight_decay", weight_decay)
         super().compile(optimizer=optimizer, **kwargs)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = weight_decay
         if self.allocation_variables and allocation_optimizer is None:
             raise ValueError(
                 "Expected an `allocation_optimizer` for a model with allocation logits. "
@@ -475,7 +468,7 @@ class AllocationBuilder:
         outputs = {}
         for task in self.tasks:
             if model is not None:
-                outputs[task.name] = model.get_layer(f"head_{_sanitize(task.name)}")(
+                outputs[task.name] = model.get_layer(f"head_{sanitize_name(task.name)}")(
                     features[task.name]
                 )
                 continue
@@ -485,7 +478,7 @@ class AllocationBuilder:
                     f"Expected the head of task {task.name!r} to return a Keras layer. "
                     f"Received: {head!r} (of type {type(head).__name__})"
                 )
-            head.name = f"head_{_sanitize(task.name)}"
+            head.name = f"head_{sanitize_name(task.name)}"
             outputs[task.name] = head(features[task.name])
         return outputs
 
@@ -574,7 +567,7 @@ class AllocationBuilder:
                 ]
                 if len(active) > 1:
                     shape = self._check_same_shapes(index, active)
-                    new[t] = keras.layers.Average(name=f"layer{index + 1}_mean_{_sanitize(t)}")(
+                    new[t] = keras.layers.Average(name=f"layer{index + 1}_mean_{sanitize_name(t)}")(
                         active
                     )
                 elif active:
@@ -583,9 +576,10 @@ class AllocationBuilder:
                 if t not in new:
                     if shape is None:
                         shape = self._component_shape(index, get_layer, features[t], t)
-                    new[t] = EmptyAllocation(shape, name=f"layer{index + 1}_empty_{_sanitize(t)}")(
-                        features[t]
+                    empty = EmptyAllocation(
+                        shape, name=f"layer{index + 1}_empty_{sanitize_name(t)}"
                     )
+                    new[t] = empty(features[t])
             features = new
         return model_class(inputs, self._heads(features, source), name=name)
 
@@ -661,7 +655,7 @@ class AllocationBuilder:
             if (index, k, task) not in cache:
                 factory = self.layers[index] if k is None else self.layers[index][k]
                 name = f"layer{index + 1}" + ("" if k is None else f"_c{k + 1}")
-                cache[index, k, task] = self._make(factory, f"{name}_{_sanitize(task)}")
+                cache[index, k, task] = self._make(factory, f"{name}_{sanitize_name(task)}")
             return cache[index, k, task]
 
         model = self._build_static(ones, get_layer, AllocationModel, "independent_network")
@@ -865,7 +859,7 @@ def task_model(model, task):
             "which runs all tasks' batches through each layer together (as `build` and "
             "`build_shared` do): call it on every task's input instead"
         )
-    return keras.Model(model.input[task], model.output[task], name=f"task_{_sanitize(task)}")
+    return keras.Model(model.input[task], model.output[task], name=f"task_{sanitize_name(task)}")
 
 
 def task_batches(datasets, batch_size, shuffle=True, seed=None, repeat=True):

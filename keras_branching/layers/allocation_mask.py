@@ -7,15 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_branching._validation import check_positive_int
+
 _EPSILON = 1e-20
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Expected `{name}` to be an int. Received: {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"Expected `{name}` >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def _check_real(name, value):
@@ -101,8 +95,8 @@ class AllocationMask(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        num_tasks = _check_positive_int("num_tasks", num_tasks)
-        num_components = _check_positive_int("num_components", num_components)
+        num_tasks = check_positive_int("num_tasks", num_tasks)
+        num_components = check_positive_int("num_components", num_components)
         initial_probability = _check_real("initial_probability", initial_probability)
         if not 0.0 < initial_probability < 1.0:
             raise ValueError(

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_branching._validation import check_positive
+from keras_branching._validation import check_positive, check_positive_int
 
 _EPSILON = 1e-10
 
@@ -75,12 +75,7 @@ class GumbelRouter(keras.layers.Layer):
     """
 
     def __init__(self, num_children, temperature=1.0, hard=True, seed=None, **kwargs):
-        if isinstance(num_children, bool) or not isinstance(num_children, numbers.Integral):
-            raise TypeError(
-                f"Expected `num_children` to be an int. Received: num_children={num_children!r}"
-            )
-        if num_children < 1:
-            raise ValueError(f"Expected `num_children` >= 1. Received: num_children={num_children}")
+        check_positive_int("num_children", num_children)
         check_positive("temperature", temperature)
         if not isinstance(hard, bool):
             raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")

@@ -8,6 +8,7 @@ is plain data that can be validated, compared, serialised and drawn.
 import json
 import numbers
 
+from keras_branching._validation import check_positive_int
 from keras_branching.tree import check_task_names
 
 INPUT = "input"
@@ -183,7 +184,7 @@ class RoutingPlan:
             tasks: the task names.
             num_layers: number of layers of the shared bottom (>= 1).
         """
-        num_layers = _check_count("num_layers", num_layers)
+        num_layers = check_positive_int("num_layers", num_layers)
         layers = [[([INPUT], INPUT)]] + [[([0], INPUT)]] * (num_layers - 1)
         return cls(tasks, layers, {t: ([0], INPUT) for t in check_task_names(tasks)})
 
@@ -195,7 +196,7 @@ class RoutingPlan:
         task's tower reads all of them through its own gate, queried by the
         input.
         """
-        num_experts = _check_count("num_experts", num_experts)
+        num_experts = check_positive_int("num_experts", num_experts)
         everyone = list(range(num_experts))
         return cls(
             tasks,
@@ -345,11 +346,3 @@ class RoutingPlan:
         from keras_branching.plotting import plot_routing_plan
 
         return plot_routing_plan(self, path=path, title=title)
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Expected `{name}` to be an int. Received: {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"Expected `{name}` >= 1. Received: {name}={value}")
-    return int(value)

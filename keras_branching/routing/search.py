@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_branching._validation import check_non_negative
 from keras_branching.routing.builder import RoutingModelBuilder
 from keras_branching.routing.plan import INPUT, RoutingPlan
 
@@ -320,15 +321,7 @@ class ShareRouting:
                 f"Expected `baseline_decay` in [0, 1). Received: baseline_decay={baseline_decay!r}"
             )
         self.baseline_decay = float(baseline_decay)
-        if (
-            isinstance(entropy_weight, bool)
-            or not isinstance(entropy_weight, numbers.Real)
-            or entropy_weight < 0
-        ):
-            raise ValueError(
-                f"Expected `entropy_weight` >= 0. Received: entropy_weight={entropy_weight!r}"
-            )
-        self.entropy_weight = float(entropy_weight)
+        self.entropy_weight = check_non_negative("entropy_weight", entropy_weight)
         if metric is not None and not callable(metric):
             raise TypeError(
                 "Expected `metric` to be a callable (y_true, y_pred) -> float. "
