@@ -8,8 +8,9 @@ import numpy as np
 from keras import ops
 
 from keras_branching._validation import check_positive_int
+from keras_branching.layers.gumbel import gumbel_softmax
+from keras_branching.optimizers import mark_architecture_variable
 
-_EPSILON = 1e-20
 
 
 def _check_real(name, value):
@@ -140,6 +141,7 @@ class AllocationMask(keras.layers.Layer):
             dtype="float32",
             name="allocation_logits",
         )
+        mark_architecture_variable(self.logits)
         self.temperature_variable = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(temperature),
@@ -196,15 +198,10 @@ class AllocationMask(keras.layers.Layer):
     def _sample(self, training):
         """The allocation `z` (num_tasks, num_components) as float32."""
         logits = ops.cast(self.logits, "float32")
-        if not training:
-            return ops.cast(ops.greater_equal(logits[..., 0], logits[..., 1]), "float32")
-        uniform = keras.random.uniform(ops.shape(logits), dtype="float32", seed=self.seed_generator)
-        gumbel = -ops.log(-ops.log(uniform + _EPSILON) + _EPSILON)
-        temperature = ops.cast(self.temperature_variable, "float32")
-        soft = ops.softmax((logits + gumbel) / temperature, axis=-1)
-        hard = ops.cast(ops.greater_equal(soft[..., 0], soft[..., 1]), "float32")
-        # Straight-through: forward is the hard sample, backward the soft one.
-        return ops.stop_gradient(hard - soft[..., 0]) + soft[..., 0]
+        sample = gumbel_softmax(
+            logits, self.temperature_variable, self.seed_generator, hard=True, training=training
+        )
+        return sample[..., 0]  # channel 0 is "on"; ties go to "on"
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):

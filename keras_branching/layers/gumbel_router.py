@@ -7,8 +7,9 @@ import numpy as np
 from keras import ops
 
 from keras_branching._validation import check_positive, check_positive_int
+from keras_branching.layers.gumbel import gumbel_softmax
+from keras_branching.optimizers import mark_architecture_variable
 
-_EPSILON = 1e-10
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
@@ -117,6 +118,7 @@ class GumbelRouter(keras.layers.Layer):
             trainable=self.num_parents > 1,  # one parent: nothing to learn
             name="router_logits",
         )
+        mark_architecture_variable(self.router_logits)
         self.temperature_variable = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self.temperature),
@@ -134,23 +136,9 @@ class GumbelRouter(keras.layers.Layer):
         logits = ops.cast(self.router_logits, "float32")
         if self.num_parents == 1:  # nothing to choose
             return ops.ones((self.num_children, 1), dtype="float32")
-        if not training:
-            return ops.one_hot(ops.argmax(logits, axis=-1), self.num_parents, dtype="float32")
-        uniform = keras.random.uniform(
-            ops.shape(logits),
-            minval=_EPSILON,
-            maxval=1.0,
-            dtype="float32",
-            seed=self.seed_generator,
+        return gumbel_softmax(
+            logits, self.temperature_variable, self.seed_generator, self.hard, training
         )
-        gumbel = -ops.log(-ops.log(uniform))
-        tau = ops.maximum(ops.cast(self.temperature_variable, "float32"), _EPSILON)
-        soft = ops.softmax((logits + gumbel) / tau, axis=-1)
-        if not self.hard:
-            return soft
-        hard = ops.one_hot(ops.argmax(soft, axis=-1), self.num_parents, dtype="float32")
-        # Forward: exactly `hard`. Backward: the gradient of `soft`.
-        return hard + (soft - ops.stop_gradient(soft))
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)):
