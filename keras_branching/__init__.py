@@ -6,45 +6,37 @@ import_keras_quietly()  # before anything imports keras; see _quiet.py
 
 # ruff: noqa: E402
 
-from keras_branching import affinity, callbacks, datasets, layers, tuning, weighting
-from keras_branching.affinity_branching import AffinityBranching, AffinityBranchingResult
-from keras_branching.allocation import AllocationBuilder, AllocationModel, task_batches, task_model
-from keras_branching.builder import BranchedModelBuilder
+import importlib
+
+from keras_branching import callbacks, datasets, layers, optimizers, tuning, weighting
 from keras_branching.layers import AllocationMask, BranchPoint, GumbelRouter
-from keras_branching.learn_to_branch import LearnToBranch
-from keras_branching.reading import read_tree
-from keras_branching.routing import RoutingModelBuilder, RoutingPlan, ShareRouting
-from keras_branching.supernet import RouterOptimizer, build_supernet, derive_tree
+from keras_branching.builder import BranchedModelBuilder, read_tree
+from keras_branching.search import Search, SearchResult
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "AffinityBranching",
-    "AffinityBranchingResult",
-    "AllocationBuilder",
-    "AllocationMask",
-    "AllocationModel",
-    "BranchPoint",
-    "BranchedModelBuilder",
-    "BranchingTree",
-    "GumbelRouter",
-    "LearnToBranch",
-    "RouterOptimizer",
-    "RoutingModelBuilder",
-    "RoutingPlan",
-    "ShareRouting",
-    "Task",
-    "affinity",
-    "build_supernet",
-    "callbacks",
-    "datasets",
-    "derive_tree",
-    "layers",
-    "read_tree",
-    "task_batches",
-    "task_model",
-    "tuning",
-    "weighting",
-]
+# TEMPORARY during the redesign: method names resolve lazily.
+_LAZY = {
+    "AffinityBranching": "keras_branching.affinity",
+    "LearnToBranch": "keras_branching.learn_to_branch",
+    "ShareRouting": "keras_branching.routing",
+    "RoutingPlan": "keras_branching.routing",
+    "RoutingModelBuilder": "keras_branching.routing",
+    "LearnedAllocation": "keras_branching.allocation",
+    "AllocationBuilder": "keras_branching.allocation",
+    "Allocation": "keras_branching.allocation",
+    "affinity": None,
+    "learn_to_branch": None,
+    "routing": None,
+    "allocation": None,
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_branching' has no attribute {name!r}")
+    if _LAZY[name] is None:
+        return importlib.import_module(f"keras_branching.{name}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -6,12 +6,10 @@ import warnings
 import keras
 import numpy as np
 
-from keras_branching._validation import check_tasks, sanitize_name
+from keras_branching import naming
+from keras_branching._validation import check_tasks
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.tree import BranchingTree
-
-_MAX_NAME_TASKS = 4
-
 
 def _reseed(config, offset):
     """Returns a copy of a layer config with every integer seed shifted by `offset`.
@@ -182,22 +180,8 @@ class BranchedModelBuilder:
                 f"Expected the head of task {task.name!r} to return a Keras layer "
                 f"or model. Received: {head!r} (of type {type(head).__name__})"
             )
-        head.name = f"head_{sanitize_name(task.name)}"
+        head.name = naming.head_name(task.name)
         return head
-
-    def block_name(self, block, tasks):
-        """The layer name of the copy of `block` shared by `tasks`.
-
-        Names read `block1_a-b` (1-based block, task names); long groups
-        read `block1_a-b-c-d-12more`; the whole task set reads
-        `block1_shared`.
-        """
-        if len(tasks) == len(self.tasks) and len(tasks) > 1:
-            return f"block{block + 1}_shared"
-        names = [sanitize_name(t) for t in tasks]
-        if len(names) > _MAX_NAME_TASKS:
-            names = names[:_MAX_NAME_TASKS] + [f"{len(tasks) - _MAX_NAME_TASKS}more"]
-        return f"block{block + 1}_" + "-".join(names)
 
     def check_tree(self, tree):
         """Raises a clear error unless `tree` fits this builder's tasks and blocks."""
@@ -262,7 +246,7 @@ class BranchedModelBuilder:
             branch_inputs = self._split(previous_groups, groups, current, current_names)
             current, current_names, copies[block] = [], [], []
             for index, (group, x) in enumerate(zip(groups, branch_inputs)):
-                name = self.block_name(block, group)
+                name = naming.block_name(block, group, len(self.tasks))
                 if name in current_names:  # two groups whose names sanitise alike
                     name = f"{name}_{index}"
                 layer = self.make_block(block, copy_index=index, name=name)
@@ -284,7 +268,7 @@ class BranchedModelBuilder:
                 routed[mine[0]] = tensor
                 continue
             branches = BranchPoint(
-                len(mine), gradient_scale=self.gradient_scale, name=f"split_after_{name}"
+                len(mine), gradient_scale=self.gradient_scale, name=naming.split_name(name)
             )(tensor)
             for c, branch in zip(mine, branches):
                 routed[c] = branch
@@ -367,10 +351,51 @@ class BranchedModelBuilder:
             + sum(head_sizes.values())
         )
 
-    # Models of the search methods (each method's module does the work).
 
-    def build_supernet(self, widths, **compile_kwargs):
-        """The learning-to-branch supernet; see `keras_branching.supernet`."""
-        from keras_branching.supernet import build_supernet
+def read_tree(model):
+    """The `BranchingTree` of a model built by `BranchedModelBuilder.build`.
 
-        return build_supernet(self, widths, **compile_kwargs)
+    Reads the model's functional graph (`naming.task_block_chains`) (so it works on a model reloaded
+    from `.keras` as well): from each task's output it walks back through
+    the head, the block copies and the `BranchPoint` layers to the input;
+    tasks that pass through the same copy of block `d` form a group of
+    partition `d`.
+
+    Args:
+        model: a functional model whose outputs are a dict keyed by task,
+            each output a head on a chain of single-input block copies.
+
+    Returns:
+        The `BranchingTree`, with tasks in the order of the model's outputs.
+
+    Raises:
+        ValueError: if the model is not laid out like a built branched model.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_branching import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (4,),
+    ...     [lambda: keras.layers.Dense(3)] * 2,
+    ...     [Task(t, head=lambda: keras.layers.Dense(1), loss="mse") for t in "ab"],
+    ... )
+    >>> tree = BranchingTree(["a", "b"], [[["a", "b"]], [["a"], ["b"]]])
+    >>> read_tree(builder.build(tree)) == tree
+    True
+    """
+    chains = naming.task_block_chains(model)
+    depths = {task: len(chain) for task, chain in chains.items()}
+    if len(set(depths.values())) != 1 or not next(iter(depths.values())):
+        raise ValueError(
+            "Expected every task to pass through the same number of blocks (at least "
+            f"one). Received block counts per task: {depths}"
+        )
+    tasks = list(chains)
+    partitions = []
+    for block in range(depths[tasks[0]]):
+        groups = {}
+        for task in tasks:
+            groups.setdefault(chains[task][block], []).append(task)
+        partitions.append(list(groups.values()))
+    return BranchingTree(tasks, partitions)

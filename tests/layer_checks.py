@@ -3,8 +3,10 @@
 `check_layer(make_layer, input_shapes, tmp_path)` builds a small functional
 model around a fresh layer and runs: config round trip, symbolic output
 shapes, a `fit` step, `.keras` save and reload without `custom_objects`,
-SavedModel export with deterministic serving equal to `predict`, and a
-forward pass under the `mixed_float16` policy.
+SavedModel export with deterministic serving equal to `predict`, a
+forward pass under the `mixed_float16` policy and, as Keras's own
+`run_layer_test` does, the expected numbers of trainable and non-trainable
+weights, seed generators and losses.
 """
 
 import keras
@@ -104,7 +106,29 @@ def check_mixed_precision(make_layer, input_shapes, multi_input):
         keras.config.set_dtype_policy("float32")
 
 
-def check_layer(make_layer, input_shapes, tmp_path, multi_input=False):
+def check_counts(make_layer, input_shapes, multi_input, counts):
+    """The built layer has the expected numbers of weights, seed generators, losses."""
+    model, layer = _model(make_layer, input_shapes, multi_input)
+    model(_data(input_shapes), training=True)
+    actual = {
+        "trainable_weights": len(layer.trainable_weights),
+        "non_trainable_weights": len(layer.non_trainable_weights),
+        "seed_generators": len(layer._seed_generators),
+        "losses": len(layer.losses),
+    }
+    assert actual == counts, f"expected {counts}, found {actual}"
+
+
+def check_layer(
+    make_layer,
+    input_shapes,
+    tmp_path,
+    multi_input=False,
+    trainable_weights=0,
+    non_trainable_weights=0,
+    seed_generators=0,
+    losses=0,
+):
     """Runs every layer check.
 
     Args:
@@ -113,7 +137,16 @@ def check_layer(make_layer, input_shapes, tmp_path, multi_input=False):
             input tensor of the layer.
         tmp_path: a temporary directory (pytest's `tmp_path`).
         multi_input: whether the layer is called on a list of tensors.
+        trainable_weights, non_trainable_weights, seed_generators, losses:
+            what the layer owns once built and called in training.
     """
+    counts = {
+        "trainable_weights": trainable_weights,
+        "non_trainable_weights": non_trainable_weights,
+        "seed_generators": seed_generators,
+        "losses": losses,
+    }
+    check_counts(make_layer, input_shapes, multi_input, counts)
     check_config_round_trip(make_layer)
     check_symbolic_shapes(make_layer, input_shapes, multi_input)
     check_fit_step(make_layer, input_shapes, multi_input)

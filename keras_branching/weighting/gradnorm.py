@@ -1,14 +1,12 @@
 """GradNorm (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018). TensorFlow only."""
 
-import re
-
 import keras
 from keras import ops
 
+from keras_branching import naming
 from keras_branching._validation import check_positive
 from keras_branching.weighting.base import LossWeighting
 
-_SHARED_BLOCK = re.compile(r"^block(\d+)_shared$")
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
@@ -40,8 +38,8 @@ class GradNorm(LossWeighting):
         alpha: asymmetry `alpha` > 0 (paper: 0.12 to 3; 1.5 is common).
         learning_rate: step size of the weight update, > 0.
         shared_layer: name of the layer whose weights are `W`. `None`
-            takes the deepest block every task shares in a model from
-            `BranchedModelBuilder` (the layer named `block{d}_shared`).
+            takes the deepest block copy every task passes through in a
+            model from `BranchedModelBuilder` (read from the graph).
         **kwargs: base layer arguments.
 
     Raises:
@@ -102,19 +100,16 @@ class GradNorm(LossWeighting):
         """
         name = self.shared_layer
         if name is None:
-            shared = [
-                (int(m.group(1)), layer.name)
-                for layer in model.layers
-                if (m := _SHARED_BLOCK.match(layer.name))
-            ]
+            chains = list(naming.task_block_chains(model).values())
+            # The last block copy that every task passes through.
+            shared = [layer for layer in chains[0] if all(layer in chain for chain in chains)]
             if not shared:
                 raise ValueError(
-                    "GradNorm needs a layer every task shares; the model has no "
-                    "`block{d}_shared` layer (its tree splits the tasks at the first "
-                    "block). Pass `shared_layer=` the name of the layer to balance. "
-                    f"Layers: {[layer.name for layer in model.layers]}"
+                    "GradNorm needs a layer every task shares; this model's tree splits "
+                    "the tasks at the first block. Pass `shared_layer=` the name of the "
+                    f"layer to balance. Layers: {[layer.name for layer in model.layers]}"
                 )
-            name = max(shared)[1]
+            name = shared[-1]
         try:
             layer = model.get_layer(name)
         except ValueError as error:

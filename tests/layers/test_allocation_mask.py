@@ -25,6 +25,9 @@ def test_layer_checks(tmp_path):
         input_shapes=[(2, 4), (2, 4), (2, 4)],
         tmp_path=tmp_path,
         multi_input=True,
+        trainable_weights=1,  # allocation logits
+        non_trainable_weights=1,  # temperature
+        seed_generators=1,
     )
 
 
@@ -34,6 +37,10 @@ def test_layer_checks_with_budget_and_images(tmp_path):
         input_shapes=[(3, 4, 4, 2), (3, 4, 4, 2)],
         tmp_path=tmp_path,
         multi_input=True,
+        trainable_weights=1,
+        non_trainable_weights=1,
+        seed_generators=1,
+        losses=1,  # the budget penalty
     )
 
 

@@ -19,6 +19,9 @@ def test_layer_checks(tmp_path, hard):
         [(5,), (5,)],
         tmp_path,
         multi_input=True,
+        trainable_weights=1,  # router logits
+        non_trainable_weights=1,  # temperature
+        seed_generators=1,
     )
 
 
