@@ -11,13 +11,16 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(script, cwd, timeout=500):
+def run_python(script, cwd, timeout=500, backend="tensorflow"):
     """Runs `script` (a path) with the repository importable; returns its stdout.
 
-    The TensorFlow backend, quiet TensorFlow logs; fails the calling test,
-    with the end of the script's stderr, unless the script exits with 0.
+    The given Keras backend (`"tensorflow"` or `"jax"`, JAX on the CPU),
+    quiet TensorFlow logs; fails the calling test, with the end of the
+    script's stderr, unless the script exits with 0.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
+    if backend == "jax":
+        env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     process = subprocess.run(
         [sys.executable, str(script)],
