@@ -103,7 +103,7 @@ def _same_groups(found, true):
 
 
 def _affinity_section(keras, builder, train, val, groups, true_tree, args):
-    from keras_branching.affinity_branching import AffinityBranching
+    from keras_branching.affinity import AffinityBranching
 
     budget = builder.count_params(true_tree)
     print(
@@ -111,9 +111,11 @@ def _affinity_section(keras, builder, train, val, groups, true_tree, args):
         f"their representations are, pick the cheapest tree within {budget:,} "
         "parameters (the true grouping's size)."
     )
-    keras.utils.set_random_seed(args.seed)
     progress = _Progress(keras, "single-task networks", args.epochs)
-    result = AffinityBranching(builder, num_samples=min(500, len(val[0])), budget=budget).fit(
+    search = AffinityBranching(
+        builder, budget=budget, num_samples=min(500, len(val[0])), seed=args.seed
+    )
+    result = search.search(
         *train,
         validation_data=val,
         epochs=args.epochs,
@@ -122,10 +124,10 @@ def _affinity_section(keras, builder, train, val, groups, true_tree, args):
         callbacks=[progress.callback],
     )
     print(result.summary())
-    last = result.tree.groups(-1)
+    last = result.plan.groups(-1)
     verdict = "matches" if _same_groups(last, groups) else "differs from"
     print(f"  Groups at the last block: {[list(g) for g in last]}: {verdict} the true grouping.")
-    return result.tree
+    return result.plan
 
 
 def _learn_to_branch_section(keras, builder, train, val, groups, args):
@@ -136,9 +138,8 @@ def _learn_to_branch_section(keras, builder, train, val, groups, args):
         f"\nLearning to branch: a supernet of widths {widths} whose Gumbel-softmax "
         "routers learn each node's parent; the tree is read from the routers."
     )
-    keras.utils.set_random_seed(args.seed)
     progress = _Progress(keras, "supernet", args.epochs)
-    tree = LearnToBranch(builder, widths, seed=args.seed).search(
+    result = LearnToBranch(builder, widths=widths, seed=args.seed).search(
         *train,
         validation_data=val,
         epochs=args.epochs,
@@ -146,6 +147,7 @@ def _learn_to_branch_section(keras, builder, train, val, groups, args):
         verbose=0,
         callbacks=[progress.callback],
     )
+    tree = result.plan
     print(tree)
     # The last block has one node per task; the grouping shows one block before.
     learned = tree.groups(args.blocks - 2)

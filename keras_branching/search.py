@@ -25,7 +25,7 @@ import numpy as np
 
 _PLAN_TYPES = {}
 _FORMAT = "keras_branching.SearchResult"
-HISTORY_FILE = "keras_branching_search_history.json"
+STATE_FILE = "keras_branching_search_state.json"
 
 
 def register_plan(cls):
@@ -204,33 +204,53 @@ class _DivergenceGuard(keras.callbacks.Callback):
                 )
 
 
-class _HistoryBackup(keras.callbacks.Callback):
-    """Keeps the search's history across a resume by `keras.callbacks.BackupAndRestore`.
+def _seed_generators(model):
+    """Every `keras.random.SeedGenerator` of `model`, in a fixed order."""
+    return [
+        generator
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        for generator in getattr(layer, "_seed_generators", [])
+    ]
 
-    Keras restores the weights and the epoch but starts a new `History`; this
-    callback writes the history next to the backup after every epoch and, on
-    resume, prepends the epochs already done, so each epoch appears once.
+
+class _SearchStateBackup(keras.callbacks.Callback):
+    """What `keras.callbacks.BackupAndRestore` does not keep: history and noise.
+
+    Keras restores the weights, the optimizer and the epoch, but starts a new
+    `History` and does not save seed generators. After every epoch this
+    callback writes the history and every seed generator's state next to the
+    backup; on resume it prepends the epochs already done (so each epoch
+    appears once) and puts every sampler's noise where an uninterrupted
+    search would have it.
     """
 
     def __init__(self, backup_dir):
         super().__init__()
-        self.path = os.path.join(backup_dir, HISTORY_FILE)
+        self.path = os.path.join(backup_dir, STATE_FILE)
         self.history = {}
 
     def on_train_begin(self, logs=None):
         done = getattr(self.model, "_initial_epoch", None) or 0
         self.history = {}
-        if done and os.path.exists(self.path):
-            with open(self.path) as f:
-                saved = json.load(f)
-            self.history = {k: list(v)[:done] for k, v in saved.items()}
+        if not done or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            saved = json.load(f)
+        self.history = {k: list(v)[:done] for k, v in saved["history"].items()}
+        generators = _seed_generators(self.model)
+        if len(generators) == len(saved["seed_states"]):
+            for generator, state in zip(generators, saved["seed_states"]):
+                generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(np.mean(value)))
         if os.path.isdir(os.path.dirname(self.path)):
+            states = [
+                keras.ops.convert_to_numpy(g.state).tolist() for g in _seed_generators(self.model)
+            ]
             with open(self.path, "w") as f:
-                json.dump(self.history, f)
+                json.dump({"history": self.history, "seed_states": states}, f)
 
 
 class Search:
@@ -334,7 +354,7 @@ class Search:
         self.model = model
         user_callbacks = list(callbacks or [])
         backups = [c for c in user_callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
-        history_backup = _HistoryBackup(backups[0].backup_dir) if backups else None
+        history_backup = _SearchStateBackup(backups[0].backup_dir) if backups else None
         all_callbacks = (
             user_callbacks
             + list(self.search_callbacks(model))
