@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 
 from keras_branching.builder import BranchedModelBuilder  # noqa: E402
 from keras_branching.callbacks.temperature import TemperatureSchedule  # noqa: E402
+from keras_branching.layers.gumbel_router import GumbelRouter  # noqa: E402
+from keras_branching.learn_to_branch import build_supernet  # noqa: E402
 from keras_branching.task import Task  # noqa: E402
 
 
@@ -81,10 +83,10 @@ def main():
 
     independent = builder.build(builder.independent_tree(), **jit)
     widths = [args.tasks] * args.blocks
-    supernet = builder.build_supernet(widths, router_learning_rate=0.03, seed=0, **jit)
+    supernet = build_supernet(builder, widths, router_learning_rate=0.03, seed=0, **jit)
+    routers = [layer for layer in supernet.layers if isinstance(layer, GumbelRouter)]
     assert (
-        independent.count_params()
-        + sum(int(np.prod(w.shape)) for w in supernet.weights if "router" in w.path)
+        independent.count_params() + sum(router.count_params() for router in routers)
         == supernet.count_params()
     ), "the two models should hold the same block copies"
 

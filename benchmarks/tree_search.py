@@ -26,7 +26,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_branching.affinity.rsa import TaskAffinity  # noqa: E402
-from keras_branching.affinity.search import enumerate_trees, select_tree, tree_cost  # noqa: E402
+from keras_branching.affinity.tree_search import enumerate_trees, select_tree, tree_cost  # noqa: E402
 from keras_branching.tree import BranchingTree  # noqa: E402
 
 

@@ -361,6 +361,9 @@ class Search:
             + [_DivergenceGuard()]
             + ([history_backup] if history_backup else [])
         )
+        if type(x).__module__.startswith("tensorflow") and "shuffle" not in fit_kwargs:
+            # A dataset is shuffled (or not) by its pipeline; Keras warns otherwise.
+            fit_kwargs["shuffle"] = False
         history = model.fit(
             x,
             y,

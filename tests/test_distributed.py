@@ -147,7 +147,7 @@ def _make_weighted(scheme):
 
 
 def _make_supernet():
-    from keras_branching.supernet import build_supernet
+    from keras_branching.learn_to_branch import build_supernet
 
     tasks, blocks = _builder_pieces()
     from keras_branching.builder import BranchedModelBuilder

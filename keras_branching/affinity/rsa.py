@@ -5,12 +5,13 @@ for each task and branch point, the representation dissimilarity matrix
 (RDM) of its features on K inputs; the affinity of two tasks at a branch
 point is the Spearman rank correlation of their RDMs' upper triangles.
 
-numpy only: nothing here imports Keras or TensorFlow.
+numpy and scipy only: nothing here imports Keras or TensorFlow.
 """
 
 import numbers
 
 import numpy as np
+from scipy.stats import rankdata
 
 from keras_branching.tree import check_task_names
 
@@ -88,22 +89,6 @@ def rdm(features):
     [[0.0, 0.0, 2.0], [0.0, 0.0, 2.0], [2.0, 2.0, 0.0]]
     """
     return _rdm(_as_features(features, "`features`"))
-
-
-def _ranks(values):
-    """Ranks along the last axis, ties given their average rank (like scipy's rankdata)."""
-    order = np.argsort(values, axis=-1, kind="mergesort")
-    sorted_values = np.take_along_axis(values, order, axis=-1)
-    n = values.shape[-1]
-    ranks = np.empty_like(values, dtype=np.float64)
-    for row in range(values.shape[0]):
-        v = sorted_values[row]
-        # Start of every run of equal values.
-        starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
-        ends = np.concatenate([starts[1:], [n]])
-        average = (starts + ends - 1) / 2.0
-        ranks[row, order[row]] = np.repeat(average, ends - starts)
-    return ranks
 
 
 class TaskAffinity:
@@ -368,7 +353,8 @@ def rsa_affinity(features):
                     "rank order. Is that block's output constant (dead units)?"
                 )
             triangles.append(upper)
-        ranks = _ranks(np.stack(triangles))
+        # Spearman: Pearson correlation of the ranks (ties get their average rank).
+        ranks = rankdata(np.stack(triangles), axis=1)
         ranks -= ranks.mean(axis=1, keepdims=True)
         ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
         values[d] = np.clip(ranks @ ranks.T, -1.0, 1.0)

@@ -177,6 +177,12 @@ class TemperatureSchedule(keras.callbacks.Callback):
 
     def _assign(self, value):
         if value != self.current_temperature:  # after the floor: nothing to do
+            # On JAX, `fit` keeps the state outside the variables during an epoch
+            # and reads them again only after a sync: write the state back first,
+            # so the next step starts from the variables, new temperature included.
+            sync = getattr(self.model, "jax_state_sync", None)
+            if sync is not None:
+                sync()
             for _, variable in self._variables:
                 variable.assign(value)
             self.current_temperature = value

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import stats
 
 from keras_branching.affinity.rsa import TaskAffinity, rdm, rsa_affinity
 
@@ -72,7 +73,6 @@ def test_affinity_orders_related_tasks_first():
 
 
 def test_affinity_matches_scipy_spearman():
-    stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(4)
     fa, fb = rng.normal(size=(20, 5)), rng.normal(size=(20, 5))
     affinity = rsa_affinity({"a": [fa], "b": [np.round(fb, 1)]})

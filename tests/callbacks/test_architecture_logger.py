@@ -14,7 +14,7 @@ from keras_branching.callbacks.architecture_logger import (
 from keras_branching.datasets.synthetic import synthetic_tasks
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.gumbel_router import GumbelRouter
-from keras_branching.supernet import build_supernet
+from keras_branching.learn_to_branch import build_supernet
 from keras_branching.task import Task
 
 matplotlib.use("Agg")

@@ -73,7 +73,7 @@ def test_tree_model_trains():
 
 
 def test_supernet_trains():
-    from keras_branching.supernet import build_supernet
+    from keras_branching.learn_to_branch import build_supernet
 
     _trains(build_supernet(_builder(), [2, 3], seed=0), *_data())
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_branching.affinity.rsa import TaskAffinity
-from keras_branching.affinity.search import (
+from keras_branching.affinity.tree_search import (
     _count_trees,
     enumerate_trees,
     select_tree,

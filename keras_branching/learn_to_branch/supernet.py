@@ -1,0 +1,411 @@
+"""The learning-to-branch supernet and the tree it has learned.
+
+Method 2 of `docs/methods.md` (Guo, Lee, Ulbricht, ICML 2020). The
+supernet has one layer of nodes per block of the builder's backbone:
+layer `l` holds `widths[l]` copies of block `l`. A `GumbelRouter` between
+consecutive layers lets every node of layer `l` pick one node of layer
+`l - 1` as its parent; the nodes of the first layer all read the input, and
+task `t`'s head reads node `t` of the last layer. Training the supernet
+with `fit` (and a `TemperatureSchedule`) learns the routers' logits along
+with the weights; `derive_tree` then reads each child's most likely parent
+and returns the `BranchingTree` that the builder builds as a plain model.
+
+Layer names come from `keras_branching.naming` (`supernet_node_name`,
+`router_name`, `head_name`); they make summaries readable and nothing
+reads them back. `derive_tree` and `supernet_parents` read the structure
+from the functional graph (which router output feeds which node, which
+nodes feed each router, which node each head reads), so they also work on
+a supernet reloaded from a `.keras` file.
+"""
+
+import keras
+import numpy as np
+
+from keras_branching import naming
+from keras_branching.layers.gumbel_router import GumbelRouter
+from keras_branching.optimizers import ArchitectureOptimizer
+from keras_branching.search import check_seed
+from keras_branching.tree import BranchingTree
+
+
+def check_widths(builder, widths):
+    """Validates supernet widths against a builder.
+
+    Args:
+        builder: a `BranchedModelBuilder`.
+        widths: one int >= 1 per block; the last equal to the number of tasks.
+
+    Returns:
+        The widths as a list of ints.
+
+    Raises:
+        TypeError: if `widths` is not a list of ints.
+        ValueError: for the wrong number of widths, a width below 1, or a
+            last width other than the number of tasks.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (8,), [lambda: keras.layers.Dense(4)] * 2,
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "ab"])
+    >>> check_widths(builder, (1, 2))
+    [1, 2]
+    """
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)):
+        raise TypeError(
+            f"Expected `widths` to be a list of ints, one per block. Received: widths={widths!r}"
+        )
+    for w in widths:
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)):
+            raise TypeError(f"Expected every width to be an int. Received: widths={list(widths)}")
+    widths = [int(w) for w in widths]
+    if len(widths) != builder.num_blocks:
+        raise ValueError(
+            f"Expected one width per block ({builder.num_blocks} widths). "
+            f"Received: widths={widths} ({len(widths)} widths)"
+        )
+    if any(w < 1 for w in widths):
+        raise ValueError(f"Expected every width >= 1. Received: widths={widths}")
+    if widths[-1] != len(builder.tasks):
+        raise ValueError(
+            f"Expected the last width to equal the number of tasks ({len(builder.tasks)}: "
+            f"one node per task's head). Received: widths={widths}"
+        )
+    return widths
+
+
+def build_supernet(
+    builder,
+    widths,
+    temperature=1.0,
+    router_learning_rate=None,
+    seed=None,
+    compile=True,
+    **compile_kwargs,
+):
+    """Builds (and compiles) the learning-to-branch supernet of a builder.
+
+    Layer `l` has `widths[l]` fresh copies of block `l`; `GumbelRouter`s
+    link consecutive layers; task `t` (in the builder's order) reads node
+    `t` of the last layer through its head.
+
+    Args:
+        builder: a `BranchedModelBuilder`.
+        widths: number of nodes per block; the last must equal the number
+            of tasks. Widths growing with depth are usual (e.g. `[1, 2, 4]`
+            for 4 tasks, or `[2, 4, 8, 16, 40]` for CelebA's 40).
+        temperature: the routers' initial temperature, > 0 (anneal it with
+            `keras_branching.callbacks.TemperatureSchedule`).
+        router_learning_rate: learning rate of the router logits. `None`
+            uses the builder's optimizer for everything; a number compiles
+            with `ArchitectureOptimizer.with_learning_rate(builder.optimizer,
+            router_learning_rate)`.
+        seed: optional int; the router of layer `l` samples with seed
+            `seed + l`.
+        compile: whether to compile the model.
+        **compile_kwargs: extra arguments for `compile` (`jit_compile`...).
+
+    Returns:
+        The supernet, a `keras.Model` named `"supernet"` whose output is a
+        dict keyed by task name.
+
+    Raises:
+        TypeError, ValueError: for widths of the wrong type or length, a
+            width below 1, a last width other than the number of tasks, a
+            bad temperature, seed or router learning rate.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (8,), [lambda: keras.layers.Dense(4)] * 2,
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "abc"])
+    >>> supernet = build_supernet(builder, [2, 3], router_learning_rate=0.03)
+    >>> supernet_parents(supernet)  # every child starts on its first parent
+    {1: [0, 0, 0]}
+    >>> type(supernet.optimizer).__name__
+    'ArchitectureOptimizer'
+    """
+    widths = check_widths(builder, widths)
+    seed = check_seed(seed)
+    optimizer = None  # the builder's
+    if compile and router_learning_rate is not None:
+        optimizer = ArchitectureOptimizer.with_learning_rate(
+            builder.fresh_optimizer(), router_learning_rate
+        )
+    inputs = builder.make_input()
+    nodes = []
+    for block, width in enumerate(widths):
+        if block == 0:
+            parents = [inputs] * width
+        else:
+            router = GumbelRouter(
+                width,
+                temperature=temperature,
+                seed=None if seed is None else seed + block,
+                name=naming.router_name(block),
+            )
+            parents = router(nodes)
+        nodes = [
+            builder.make_block(block, copy_index=c, name=naming.supernet_node_name(block, c))(
+                parent
+            )
+            for c, parent in enumerate(parents)
+        ]
+    outputs = {}
+    for t, task in enumerate(builder.tasks):
+        head = builder.make_head(task)
+        head.name = naming.head_name(task.name)
+        outputs[task.name] = head(nodes[t])
+    model = keras.Model(inputs, outputs, name="supernet")
+    if compile:
+        builder.compile(model, optimizer=optimizer, **compile_kwargs)
+    return model
+
+
+# Reading the structure back from the functional graph.
+
+
+def _not_a_supernet(supernet, why):
+    return ValueError(
+        "Expected a supernet made by `build_supernet`: a functional model whose output is a "
+        "dict keyed by task name, each task's head reading one node, each node reading the "
+        f"input or one output of a `GumbelRouter`. Received the model "
+        f"{getattr(supernet, 'name', supernet)!r}: {why}"
+    )
+
+
+def _history(argument):
+    """`(layer name, tensor index)` of a serialised Keras tensor, or None."""
+    if isinstance(argument, dict) and argument.get("class_name") == "__keras_tensor__":
+        layer, _, index = argument["config"]["keras_history"]
+        return layer, int(index)
+    return None
+
+
+def _single_input(layer_config):
+    """`(layer name, tensor index)` of a layer's only input, or None."""
+    nodes = layer_config.get("inbound_nodes") or []
+    if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
+        return None
+    return _history(nodes[0]["args"][0])
+
+
+def _router_parents(layer_config):
+    """Names of the layers feeding a `GumbelRouter`, in parent order, or None."""
+    nodes = layer_config.get("inbound_nodes") or []
+    if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
+        return None
+    argument = nodes[0]["args"][0]
+    argument = argument if isinstance(argument, list) else [argument]
+    parents = [_history(a) for a in argument]
+    if any(p is None for p in parents):
+        return None
+    return [name for name, _ in parents]
+
+
+class _Structure:
+    """What `derive_tree` needs, read from a supernet's functional config.
+
+    Attributes:
+        tasks: task names, in output order.
+        last_nodes: `{task: name of the last-layer node its head reads}`.
+        feeds: `{node name: None (reads the input) or (router name, child)}`.
+        parents: `{router name: [parent node names]}`.
+        depth: `{router name: the 0-based index of the layer it feeds}`.
+        num_blocks: the number of node layers.
+    """
+
+    def __init__(self, supernet):
+        if not isinstance(supernet, keras.Model):
+            raise _not_a_supernet(supernet, "it is not a Keras model")
+        try:
+            config = supernet.get_config()
+        except NotImplementedError as error:
+            raise _not_a_supernet(supernet, "it is not a functional model") from error
+        outputs = config.get("output_layers") if isinstance(config, dict) else None
+        if not isinstance(outputs, dict) or not outputs:
+            raise _not_a_supernet(supernet, f"its outputs are {outputs!r}")
+        layers = {layer["name"]: layer for layer in config["layers"]}
+        self.tasks = list(outputs)
+        self.feeds, self.parents, self.last_nodes = {}, {}, {}
+        for task, (head, _, _) in outputs.items():
+            source = _single_input(layers[head])
+            if source is None or layers[source[0]]["class_name"] in ("InputLayer", "GumbelRouter"):
+                raise _not_a_supernet(supernet, f"the head of task {task!r} reads no node")
+            self.last_nodes[task] = source[0]
+            self._visit_node(supernet, layers, source[0])
+        self.depth = {}
+        for router in self.parents:
+            self._router_depth(supernet, router)
+        depths = [self._node_depth(node) for node in self.last_nodes.values()]
+        if len(set(depths)) != 1:
+            raise _not_a_supernet(
+                supernet, f"the tasks' heads read nodes at different depths {depths}"
+            )
+        self.num_blocks = depths[0] + 1
+
+    def _visit_node(self, supernet, layers, node):
+        if node in self.feeds:
+            return
+        source = _single_input(layers[node])
+        if source is None:
+            raise _not_a_supernet(supernet, f"the layer {node!r} does not have a single input")
+        name, index = source
+        kind = layers[name]["class_name"]
+        if kind == "InputLayer":
+            self.feeds[node] = None
+            return
+        if kind != "GumbelRouter":
+            raise _not_a_supernet(
+                supernet, f"the layer {node!r} reads {name!r}, a {kind}, not a `GumbelRouter`"
+            )
+        self.feeds[node] = (name, index)
+        if name not in self.parents:
+            parents = _router_parents(layers[name])
+            if parents is None:
+                raise _not_a_supernet(supernet, f"cannot read the parents of the router {name!r}")
+            self.parents[name] = parents
+            for parent in parents:
+                self._visit_node(supernet, layers, parent)
+
+    def _node_depth(self, node):
+        feed = self.feeds[node]
+        return 0 if feed is None else self.depth[feed[0]]
+
+    def _router_depth(self, supernet, router):
+        if router not in self.depth:
+            depths = {self._node_depth_of_parent(supernet, p) for p in self.parents[router]}
+            if len(depths) != 1:
+                raise _not_a_supernet(
+                    supernet, f"the router {router!r} reads nodes of different depths"
+                )
+            self.depth[router] = depths.pop() + 1
+        return self.depth[router]
+
+    def _node_depth_of_parent(self, supernet, node):
+        feed = self.feeds[node]
+        return 0 if feed is None else self._router_depth(supernet, feed[0])
+
+
+def _argmax_parents(supernet, structure):
+    """`{router name: [argmax parent index of each child]}` from the routers' logits."""
+    choices = {}
+    for name in structure.parents:
+        router = supernet.get_layer(name)
+        logits = np.asarray(keras.ops.convert_to_numpy(router.router_logits))
+        choices[name] = [int(p) for p in logits.argmax(axis=-1)]
+    return choices
+
+
+def supernet_parents(supernet):
+    """Each node's most likely parent, read from the routers' logits.
+
+    Args:
+        supernet: a model made by `build_supernet` (or reloaded from
+            `.keras`).
+
+    Returns:
+        A dict `{block: parents}` for every block after the first (0-based
+        block indices, as `keras_branching.naming` counts them):
+        `parents[c]` is the index of the argmax parent of node `c` of that
+        block, among the nodes of the block before.
+
+    Raises:
+        ValueError: if the model is not a learning-to-branch supernet.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (8,), [lambda: keras.layers.Dense(4)] * 3,
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "ab"])
+    >>> supernet_parents(build_supernet(builder, [1, 2, 2], compile=False))
+    {1: [0, 0], 2: [0, 0]}
+    """
+    structure = _Structure(supernet)
+    choices = _argmax_parents(supernet, structure)
+    return {
+        structure.depth[name]: choices[name] for name in sorted(choices, key=structure.depth.get)
+    }
+
+
+def router_probabilities(supernet):
+    """Every router's parent probabilities (softmax of its logits).
+
+    Args:
+        supernet: a model made by `build_supernet` (or reloaded).
+
+    Returns:
+        `{router layer name: [[p(child c reads parent p) for p] for c]}`,
+        in JSON types, routers in block order.
+
+    Raises:
+        ValueError: if the model is not a learning-to-branch supernet.
+    """
+    structure = _Structure(supernet)
+    return {
+        name: supernet.get_layer(name).parent_probabilities().astype("float64").tolist()
+        for name in sorted(structure.parents, key=structure.depth.get)
+    }
+
+
+def derive_tree(supernet):
+    """The `BranchingTree` a trained supernet has learned.
+
+    Every child node takes its argmax parent (the router's most likely
+    choice); following those links up from each task's node of the last
+    layer gives the task's node at every layer. Tasks that reach the same
+    node of layer `l` form one group of partition `l`; nodes that no task
+    reaches are pruned. The result is always a valid nested tree, since a
+    node has one parent.
+
+    Reads the functional graph (which router output each node reads, which
+    nodes each router reads, which node each head reads) and the routers'
+    logits, never layer names, so it works on a supernet reloaded from a
+    `.keras` file.
+
+    Args:
+        supernet: a model made by `build_supernet` (or reloaded).
+
+    Returns:
+        A `BranchingTree` over the supernet's task names, with one block per
+        layer of the supernet.
+
+    Raises:
+        ValueError: if the model is not a learning-to-branch supernet.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (8,), [lambda: keras.layers.Dense(4)] * 2,
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "abc"])
+    >>> derive_tree(build_supernet(builder, [2, 3], compile=False)).groups(0)
+    [('a', 'b', 'c')]
+    """
+    structure = _Structure(supernet)
+    choices = _argmax_parents(supernet, structure)
+    paths = {}
+    for task, node in structure.last_nodes.items():
+        path = [node]
+        while structure.feeds[path[-1]] is not None:
+            router, child = structure.feeds[path[-1]]
+            path.append(structure.parents[router][choices[router][child]])
+        paths[task] = path[::-1]  # node names at blocks 0..L-1
+    partitions = []
+    for block in range(structure.num_blocks):
+        groups = {}
+        for task in structure.tasks:
+            groups.setdefault(paths[task][block], []).append(task)
+        partitions.append(list(groups.values()))
+    return BranchingTree(structure.tasks, partitions)
