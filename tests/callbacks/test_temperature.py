@@ -17,7 +17,11 @@ class _Recorder(keras.callbacks.Callback):
         self.seen = []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.seen.append([float(r.temperature_variable.numpy()) for r in self.routers])
+        if hasattr(self.model, "jax_state_sync"):  # JAX keeps the state outside mid-epoch
+            self.model.jax_state_sync()
+        self.seen.append(
+            [float(keras.ops.convert_to_numpy(r.temperature_variable)) for r in self.routers]
+        )
 
 
 def _model(nested=False):
