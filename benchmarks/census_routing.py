@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from keras_branching.datasets.census import census_income  # noqa: E402
 from keras_branching.routing.builder import RoutingModelBuilder  # noqa: E402
 from keras_branching.routing.plan import RoutingPlan  # noqa: E402
-from keras_branching.routing.search import ShareRouting, auc  # noqa: E402
+from keras_branching.routing.search import ShareRouting  # noqa: E402
 from keras_branching.task import Task  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,6 +91,12 @@ def builder_for(input_dim, experts, tasks, learning_rate):
     return RoutingModelBuilder(
         (input_dim,), experts, tasks, optimizer=keras.optimizers.Adam(learning_rate)
     )
+
+
+def auc(y_true, y_score):
+    metric = keras.metrics.AUC(num_thresholds=2000)
+    metric.update_state(y_true, y_score)
+    return float(keras.ops.convert_to_numpy(metric.result()))
 
 
 def mean_task_auc(model, x, y):
@@ -150,38 +156,41 @@ def main(argv=None):
         sb_units = shared_bottom_units(input_dim, mmoe_params, tasks, args)
         sb_builder = builder_for(input_dim, [dense_factory(sb_units)], tasks, args.learning_rate)
 
+        search_builder = builder_for(
+            input_dim, [dense_factory(args.units)] * args.layers, tasks, args.learning_rate
+        )
         search = ShareRouting(
-            (input_dim,),
-            [dense_factory(args.units)] * args.layers,
-            tasks,
+            search_builder,
             num_experts=args.experts,
             queries=args.queries,
             entropy_weight=args.entropy_weight,
             credit=args.credit,
-            optimizer=keras.optimizers.Adam(args.learning_rate),
+            steps_per_update=args.steps_per_update,
+            samples_per_update=args.samples_per_update,
             seed=seed,
         )
         t0 = time.time()
-        plan = search.search(
+        result = search.search(
             x,
             y,
-            data["validation"],
+            validation_data=data["validation"],
             epochs=args.search_epochs,
             batch_size=args.batch_size,
-            steps_per_update=args.steps_per_update,
-            samples_per_update=args.samples_per_update,
             verbose=0,
         )
+        plan = result.plan
         print(f"\nseed {seed}: search took {time.time() - t0:.0f}s; searched plan:\n{plan}")
         print(
-            "search history (mean validation reward, mean entropy per epoch):",
-            [(round(h["mean_reward"], 4), round(h["mean_entropy"], 2)) for h in search.history],
+            "search history (mean validation reward per epoch after the warm-up, "
+            "mean policy entropy per epoch):",
+            [round(r, 4) for r in result.history["reward"]],
+            [round(e, 2) for e in result.history["entropy"]],
         )
 
         for label, builder, model_plan in (
             ("shared-bottom", sb_builder, RoutingPlan.shared_bottom(names)),
             ("MMoE", mmoe_builder, mmoe_plan),
-            ("searched", search.builder, plan),
+            ("searched", search_builder, plan),
         ):
             keras.utils.set_random_seed(1000 + seed)
             model = builder.build(model_plan)

@@ -4,5 +4,6 @@ from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.layers.gumbel_router import GumbelRouter
+from keras_branching.layers.supernet_route import SupernetRoute
 
-__all__ = ["AllocationMask", "BranchPoint", "GatedRoute", "GumbelRouter"]
+__all__ = ["AllocationMask", "BranchPoint", "GatedRoute", "GumbelRouter", "SupernetRoute"]

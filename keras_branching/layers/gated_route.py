@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_branching.layers.gating import gate_weights, gated_sum
+
 
 @keras.saving.register_keras_serializable(package="keras_branching")
 class GatedRoute(keras.layers.Layer):
@@ -103,15 +105,15 @@ class GatedRoute(keras.layers.Layer):
         else:
             self.bias = None
 
-    def gates(self, query):
-        """The gate weights for `query`, float32 of shape `(batch, num_inputs)`."""
+    def _logits(self, query):
         logits = ops.matmul(ops.cast(query, "float32"), ops.cast(self.kernel, "float32"))
         if self.bias is not None:
             logits = logits + ops.cast(self.bias, "float32")
-        # A softmax written out: `ops.softmax` warns on a single input.
-        logits = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
-        weights = ops.exp(logits)
-        return weights / ops.sum(weights, axis=-1, keepdims=True)
+        return logits
+
+    def gates(self, query):
+        """The gate weights for `query`, float32 of shape `(batch, num_inputs)`."""
+        return gate_weights(self._logits(query))
 
     def call(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != self.num_inputs + 1:
@@ -120,14 +122,7 @@ class GatedRoute(keras.layers.Layer):
                 f"then {self.num_inputs} inputs). Received: {inputs!r}"
             )
         query, *routed = inputs
-        gates = ops.cast(self.gates(query), routed[0].dtype)
-        extra_axes = len(routed[0].shape) - 2
-        output = None
-        for i, x in enumerate(routed):
-            weight = gates[:, i : i + 1]
-            weight = ops.reshape(weight, (-1,) + (1,) * (extra_axes + 1))
-            output = weight * x if output is None else output + weight * x
-        return output
+        return gated_sum(self._logits(query), routed)
 
     def compute_output_shape(self, input_shapes):
         _, routed = self._check_shapes(input_shapes)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_branching._validation import sanitize_name
+from keras_branching import naming
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.routing.plan import INPUT, RoutingPlan
@@ -22,10 +22,11 @@ class RoutingModelBuilder:
     compiled with each task's loss, metrics and weight, exactly like
     `BranchedModelBuilder.build`.
 
-    Layer names: `expert_<layer>_<index>` (layer from 1, index from 0, as
-    in the plan's drawing), `gate_<layer>_<index>` for the gate in front of
-    a sub-network, `gate_<task>` for the gate in front of a tower, and
-    `head_<task>` for the tower itself.
+    Layer names come from `keras_branching.naming`: `expert_name(layer,
+    index)` for a sub-network (`expert_<layer>_<index>`, layer from 1, index
+    from 0, as in the plan's drawing), `gate_name(layer, index)` for the
+    gate in front of it, `tower_gate_name(task)` for the gate in front of a
+    tower and `head_name(task)` for the tower itself.
 
     Args:
         inputs: a `keras.Input` or a shape tuple (without the batch axis).
@@ -52,9 +53,12 @@ class RoutingModelBuilder:
     ...         Task("b", head=lambda: keras.layers.Dense(1), loss="mse"),
     ...     ],
     ... )
-    >>> model = builder.build(RoutingPlan.mmoe(["a", "b"], num_experts=3))
+    >>> plan = RoutingPlan.mmoe(["a", "b"], num_experts=3)
+    >>> model = builder.build(plan)
     >>> sorted(model.output.keys())
     ['a', 'b']
+    >>> builder.count_params(plan) == model.count_params()
+    True
     """
 
     def __init__(self, inputs, experts, tasks, optimizer="adam"):
@@ -62,6 +66,8 @@ class RoutingModelBuilder:
         # input, the per-layer factories (its "blocks"), the tasks' heads
         # and compilation.
         self._base = BranchedModelBuilder(inputs, experts, tasks, optimizer=optimizer)
+        self._sizes = None
+        self._gate_sizes = {}
 
     @property
     def tasks(self):
@@ -83,11 +89,11 @@ class RoutingModelBuilder:
         return self._base.make_input()
 
     def make_expert(self, layer, index):
-        """A fresh copy of `layer`'s expert (both 0-based), named `expert_<l>_<i>`."""
-        return self._base.make_block(layer, copy_index=index, name=f"expert_{layer + 1}_{index}")
+        """A fresh copy of `layer`'s expert (both 0-based), named by `naming.expert_name`."""
+        return self._base.make_block(layer, copy_index=index, name=naming.expert_name(layer, index))
 
     def make_head(self, task):
-        """A fresh tower for `task` (a `Task` or its name), named `head_<task>`."""
+        """A fresh tower for `task` (a `Task` or its name), named `naming.head_name(task)`."""
         return self._base.make_head(task)
 
     def compile(self, model, **compile_kwargs):
@@ -156,12 +162,12 @@ class RoutingModelBuilder:
                     x = inputs
                 else:
                     x = self._route(
-                        *plan.route(depth, m), previous, inputs, name=f"gate_{depth + 1}_{m}"
+                        *plan.route(depth, m), previous, inputs, name=naming.gate_name(depth, m)
                     )
                 current[m] = self.make_expert(depth, m)(x)
             previous = current
         return {
-            t: self._route(*plan.tower(t), previous, inputs, name=f"gate_{sanitize_name(t)}")
+            t: self._route(*plan.tower(t), previous, inputs, name=naming.tower_gate_name(t))
             for t in self.task_names
         }
 
@@ -172,6 +178,56 @@ class RoutingModelBuilder:
         query = inputs if query == INPUT else previous[query]
         return GatedRoute(len(route), name=name)([query] + [previous[m] for m in route])
 
+    # Pricing plans without building them.
+
+    def _expert_and_head_sizes(self):
+        """Parameter counts of one expert per layer and of each tower, with the
+        feature size of each layer's output (the gate queries' width)."""
+        if self._sizes is None:
+            x = self.make_input()
+            input_features = x.shape[-1]
+            expert_sizes, features = [], []
+            for layer in range(self.num_layers):
+                expert = self.make_expert(layer, 0)
+                x = expert(x)
+                expert_sizes.append(expert.count_params())
+                features.append(x.shape[-1])
+            head_sizes = {}
+            for task in self.tasks:
+                head = self.make_head(task)
+                head(x)
+                head_sizes[task.name] = head.count_params()
+            self._sizes = (input_features, expert_sizes, features, head_sizes)
+        return self._sizes
+
+    def _gate_size(self, query_features, num_inputs):
+        key = (query_features, num_inputs)
+        if key not in self._gate_sizes:
+            gate = GatedRoute(num_inputs)
+            gate.build([(None, query_features)] + [(None, 1)] * num_inputs)
+            self._gate_sizes[key] = gate.count_params()
+        return self._gate_sizes[key]
+
     def count_params(self, plan):
-        """The parameter count of `build(plan)` (built without compiling)."""
-        return self.build(plan, compile=False).count_params()
+        """Exactly `build(plan).count_params()`, without building the model.
+
+        The sizes of one expert of each layer and of each tower are measured
+        once (by building one chain symbolically) and cached, as
+        `BranchedModelBuilder.count_params` does; a plan's size is then a sum
+        over the sub-networks some tower depends on and the gates of routes
+        with more than one member.
+        """
+        self.check_plan(plan)
+        input_features, expert_sizes, features, head_sizes = self._expert_and_head_sizes()
+        used = plan.used_experts()
+        total = sum(expert_sizes[layer] for layer, _ in used) + sum(head_sizes.values())
+
+        def gate(layer, route, query):  # `layer`: the layer the route reads
+            if len(route) == 1:
+                return 0
+            width = input_features if query == INPUT else features[layer]
+            return self._gate_size(width, len(route))
+
+        total += sum(gate(layer - 1, *plan.route(layer, m)) for layer, m in used if layer > 0)
+        total += sum(gate(plan.num_layers - 1, *plan.tower(t)) for t in self.task_names)
+        return int(total)

@@ -9,6 +9,7 @@ import json
 import numbers
 
 from keras_branching._validation import check_positive_int
+from keras_branching.search import register_plan
 from keras_branching.tree import check_task_names
 
 INPUT = "input"
@@ -84,6 +85,7 @@ def _as_pair(spec, where):
     )
 
 
+@register_plan
 class RoutingPlan:
     """Routes and gates of a multi-task network of sub-network layers.
 

@@ -13,11 +13,18 @@ def test_layer_checks(tmp_path, num_inputs):
         [(6,)] + [(4,)] * num_inputs,
         tmp_path,
         multi_input=True,
+        trainable_weights=2,
     )
 
 
 def test_rank3_inputs(tmp_path):
-    check_layer(lambda: GatedRoute(2), [(3,), (5, 2), (5, 2)], tmp_path, multi_input=True)
+    check_layer(
+        lambda: GatedRoute(2),
+        [(3,), (5, 2), (5, 2)],
+        tmp_path,
+        multi_input=True,
+        trainable_weights=2,
+    )
 
 
 def test_is_softmax_gated_sum():

@@ -93,3 +93,51 @@ def test_rejects_plan_with_other_depth():
 def test_rejects_non_plan():
     with pytest.raises(TypeError, match="Expected a `RoutingPlan`"):
         _builder().build("shared")
+
+
+def test_count_params_equals_the_built_model_without_building_it(monkeypatch):
+    builder = RoutingModelBuilder(
+        inputs=(6,),
+        experts=[lambda: keras.layers.Dense(4, activation="relu"), lambda: keras.layers.Dense(3)],
+        tasks=[Task(t, head=lambda: keras.layers.Dense(2), loss="mse") for t in ("a", "b", "c")],
+    )
+    plans = [_plan_over(("a", "b", "c"), seed) for seed in range(6)]
+    plans.append(RoutingPlan.shared_bottom(["a", "b", "c"], num_layers=2))
+    built = [builder.build(plan, compile=False).count_params() for plan in plans]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("count_params built a model")
+
+    monkeypatch.setattr(keras, "Model", no_build)
+    assert [builder.count_params(plan) for plan in plans] == built
+
+
+def _plan_over(tasks, seed, width=3):
+    rng = np.random.default_rng(seed)
+
+    def spec():
+        route = sorted(rng.choice(width, size=rng.integers(1, width + 1), replace=False).tolist())
+        query = "input" if rng.random() < 0.5 else int(rng.integers(width))
+        return route, query
+
+    return RoutingPlan(
+        list(tasks),
+        layers=[[FIRST] * width, [spec() for _ in range(width)]],
+        towers={t: spec() for t in tasks},
+    )
+
+
+def test_layer_names_come_from_naming():
+    from keras_branching import naming
+
+    model = _builder().build(_plan(), compile=False)
+    names = {layer.name for layer in model.layers}
+    assert naming.expert_name(1, 1) in names
+    assert naming.gate_name(1, 1) in names
+    assert naming.tower_gate_name("b") in names
+    assert naming.head_name("a") in names
+
+
+def test_build_passes_compile_kwargs():
+    model = _builder().build(_plan(), steps_per_execution=2)
+    assert model.steps_per_execution == 2
