@@ -1,4 +1,10 @@
-"""keras_branching: decide which layers which tasks share, as plain Keras models."""
+"""keras_branching: decide which layers which tasks share, as plain Keras models.
+
+Every method has the same shape: a plan (`BranchingTree`, `RoutingPlan`,
+`Allocation`), a builder that turns a plan into a static Keras model, and a
+search whose `search(x, y, ...)` trains through `fit` and returns a
+`SearchResult`. See docs/search_protocol.md.
+"""
 
 from keras_branching._quiet import import_keras_quietly
 
@@ -6,37 +12,66 @@ import_keras_quietly()  # before anything imports keras; see _quiet.py
 
 # ruff: noqa: E402
 
-import importlib
-
-from keras_branching import callbacks, datasets, layers, optimizers, tuning, weighting
-from keras_branching.layers import AllocationMask, BranchPoint, GumbelRouter
+from keras_branching import (
+    affinity,
+    allocation,
+    callbacks,
+    datasets,
+    layers,
+    learn_to_branch,
+    naming,
+    optimizers,
+    routing,
+    tuning,
+    weighting,
+)
+from keras_branching.affinity import AffinityBranching
+from keras_branching.allocation import Allocation, AllocationBuilder, LearnedAllocation
 from keras_branching.builder import BranchedModelBuilder, read_tree
+from keras_branching.layers import (
+    AllocationMask,
+    BranchPoint,
+    GatedRoute,
+    GumbelRouter,
+    SupernetRoute,
+)
+from keras_branching.learn_to_branch import LearnToBranch
+from keras_branching.routing import RoutingModelBuilder, RoutingPlan, ShareRouting
 from keras_branching.search import Search, SearchResult
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 
 __version__ = "0.2.0"
 
-# TEMPORARY during the redesign: method names resolve lazily.
-_LAZY = {
-    "AffinityBranching": "keras_branching.affinity",
-    "LearnToBranch": "keras_branching.learn_to_branch",
-    "ShareRouting": "keras_branching.routing",
-    "RoutingPlan": "keras_branching.routing",
-    "RoutingModelBuilder": "keras_branching.routing",
-    "LearnedAllocation": "keras_branching.allocation",
-    "AllocationBuilder": "keras_branching.allocation",
-    "Allocation": "keras_branching.allocation",
-    "affinity": None,
-    "learn_to_branch": None,
-    "routing": None,
-    "allocation": None,
-}
-
-
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'keras_branching' has no attribute {name!r}")
-    if _LAZY[name] is None:
-        return importlib.import_module(f"keras_branching.{name}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__all__ = [
+    "AffinityBranching",
+    "Allocation",
+    "AllocationBuilder",
+    "AllocationMask",
+    "BranchPoint",
+    "BranchedModelBuilder",
+    "BranchingTree",
+    "GatedRoute",
+    "GumbelRouter",
+    "LearnToBranch",
+    "LearnedAllocation",
+    "RoutingModelBuilder",
+    "RoutingPlan",
+    "Search",
+    "SearchResult",
+    "ShareRouting",
+    "SupernetRoute",
+    "Task",
+    "affinity",
+    "allocation",
+    "callbacks",
+    "datasets",
+    "layers",
+    "learn_to_branch",
+    "naming",
+    "optimizers",
+    "read_tree",
+    "routing",
+    "tuning",
+    "weighting",
+]

@@ -202,11 +202,11 @@ class BranchedModelBuilder:
 
     # Building.
 
-    def build(self, tree, compile=True, **compile_kwargs):
-        """Builds (and compiles) the functional model of `tree`.
+    def build(self, plan, compile=True, **compile_kwargs):
+        """Builds (and compiles) the functional model of the tree `plan`.
 
         Args:
-            tree: a `BranchingTree` over the builder's tasks and blocks.
+            plan: a `BranchingTree` over the builder's tasks and blocks.
             compile: whether to compile the model (default True).
             **compile_kwargs: extra arguments for `compile`, for example
                 `jit_compile=True` or `steps_per_execution=8`.
@@ -214,6 +214,7 @@ class BranchedModelBuilder:
         Returns:
             A `keras.Model` whose output is a dict keyed by task name.
         """
+        tree = plan
         self.check_tree(tree)
         inputs = self.make_input()
         features, copies = self._apply_tree(tree, inputs)
@@ -336,14 +337,15 @@ class BranchedModelBuilder:
             self._sizes = (block_sizes, head_sizes)
         return self._sizes
 
-    def count_params(self, tree):
-        """Exactly `build(tree).count_params()`, without building the model.
+    def count_params(self, plan):
+        """Exactly `build(plan).count_params()`, without building the model.
 
         The sizes of one copy of each block and each head are measured once
         (by building one chain symbolically) and cached, so pricing a tree
         afterwards is a sum: fast enough for searches over thousands of
         trees.
         """
+        tree = plan
         self.check_tree(tree)
         block_sizes, head_sizes = self._block_and_head_sizes()
         return int(

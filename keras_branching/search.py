@@ -23,6 +23,8 @@ import os
 import keras
 import numpy as np
 
+from keras_branching.tree import BranchingTree
+
 _PLAN_TYPES = {}
 _FORMAT = "keras_branching.SearchResult"
 STATE_FILE = "keras_branching_search_state.json"
@@ -36,6 +38,11 @@ def register_plan(cls):
     """
     _PLAN_TYPES[cls.__name__] = cls
     return cls
+
+
+# The tree module stays free of Keras (it is used to price trees without it),
+# so its plan is registered here.
+register_plan(BranchingTree)
 
 
 def _plan_from_config(class_name, config):

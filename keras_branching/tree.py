@@ -8,8 +8,6 @@ that can be compared, serialised and drawn.
 
 import json
 
-from keras_branching.search import register_plan
-
 
 def check_task_names(tasks):
     """`tasks` as a tuple if it is a non-empty list of unique, non-empty strings."""
@@ -43,7 +41,6 @@ def _check_num_blocks(num_blocks):
     return num_blocks
 
 
-@register_plan
 class BranchingTree:
     """Which tasks share which copy of each block of a backbone.
 

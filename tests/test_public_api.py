@@ -6,29 +6,33 @@ import keras_branching
 # The public names other code depends on; change only on purpose.
 EXPECTED = [
     "AffinityBranching",
-    "AffinityBranchingResult",
+    "Allocation",
     "AllocationBuilder",
     "AllocationMask",
-    "AllocationModel",
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
+    "GatedRoute",
     "GumbelRouter",
     "LearnToBranch",
-    "RouterOptimizer",
+    "LearnedAllocation",
     "RoutingModelBuilder",
     "RoutingPlan",
+    "Search",
+    "SearchResult",
     "ShareRouting",
+    "SupernetRoute",
     "Task",
     "affinity",
-    "build_supernet",
+    "allocation",
     "callbacks",
     "datasets",
-    "derive_tree",
     "layers",
+    "learn_to_branch",
+    "naming",
+    "optimizers",
     "read_tree",
-    "task_batches",
-    "task_model",
+    "routing",
     "tuning",
     "weighting",
 ]
@@ -54,3 +58,22 @@ def test_tree_module_imports_without_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_search_has_one_shape():
+    """The four searches share the base, the call and the builder protocol."""
+    import inspect
+
+    searches = {
+        keras_branching.AffinityBranching: keras_branching.BranchedModelBuilder,
+        keras_branching.LearnToBranch: keras_branching.BranchedModelBuilder,
+        keras_branching.ShareRouting: keras_branching.RoutingModelBuilder,
+        keras_branching.LearnedAllocation: keras_branching.AllocationBuilder,
+    }
+    for search, builder in searches.items():
+        assert issubclass(search, keras_branching.Search)
+        assert search.builder_class is builder
+        assert list(inspect.signature(search.__init__).parameters)[1] == "builder"
+        assert "seed" in inspect.signature(search.__init__).parameters
+        for method in ("build", "count_params"):
+            assert list(inspect.signature(getattr(builder, method)).parameters)[1] == "plan"
