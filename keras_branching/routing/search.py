@@ -125,9 +125,11 @@ class ShareRouting(Search):
             last `validation_split` of the examples (of the batches, for a
             dataset of known size); in (0, 1), default 0.2.
         metric: the per-task score, a `keras.metrics.Metric` instance whose
-            higher values are better (cloned for each task); default
-            `keras.metrics.AUC()` (0/1 targets). The reward is its mean over
-            the credited tasks.
+            higher values are better (cloned for each task). By default it
+            is chosen per task from the validation targets: `keras.metrics.AUC()`
+            for 0/1 targets, the negative mean squared error for any other
+            targets (regression); `result.details["reward_metrics"]` states
+            the choice. The reward is its mean over the credited tasks.
         seed: optional int: the initial weights, every sampler's seed and
             the policy updates' draws derive from it.
 
@@ -326,12 +328,14 @@ class ShareRouting(Search):
         )
 
     def details(self, model):
-        """The final policies: `{"choices": [[route, query], ...], "probabilities": {...}}`.
+        """The reward's metric per task and the final policies.
 
-        `probabilities` maps each block's label (`block_label`) to its
+        `{"reward_metrics": {task: name}, "choices": [[route, query], ...],
+        "probabilities": {...}}`; `probabilities` maps each block's label (`block_label`) to its
         probabilities over `choices`.
         """
         return {
+            "reward_metrics": self.reward_metrics(),
             "choices": [[list(route), query] for route, query in self.choices],
             "probabilities": {
                 self.block_label(block): layer.probabilities().tolist()
@@ -360,7 +364,7 @@ class ShareRouting(Search):
         y_val = self._check_targets(x_val, y_val, "the validation targets")
         if self.metric is None:
             for task, values in y_val.items():
-                if np.unique(values).size < 2:
+                if _is_binary(values) and np.unique(values).size < 2:
                     raise ValueError(
                         f"The validation targets of task {task!r} hold a single class, so "
                         "its AUC is undefined. Pass more validation data or a `metric` for "
@@ -419,11 +423,26 @@ class ShareRouting(Search):
                 )
         return y
 
-    def make_metric(self):
-        """A fresh copy of the per-task score (`keras.metrics.AUC()` by default)."""
-        if self.metric is None:
-            return keras.metrics.AUC()
-        return self.metric.__class__.from_config(self.metric.get_config())
+    def make_metric(self, targets=None):
+        """A fresh per-task score and its sign (the reward is `sign * score`).
+
+        The given `metric`, else AUC for 0/1 `targets` and the negative mean
+        squared error for other targets.
+        """
+        if self.metric is not None:
+            return self.metric.__class__.from_config(self.metric.get_config()), 1.0
+        if targets is None or _is_binary(targets):
+            return keras.metrics.AUC(), 1.0
+        return keras.metrics.MeanSquaredError(), -1.0
+
+    def reward_metrics(self):
+        """`{task: metric name}`: what the reward scores, per task (after `search`)."""
+        _, y_val = self._validation
+        names = {}
+        for task in self.builder.task_names:
+            metric, sign = self.make_metric(y_val[task])
+            names[task] = ("negative_" if sign < 0 else "") + metric.name
+        return names
 
     def get_config(self):
         config = super().get_config()
@@ -465,7 +484,8 @@ class _PolicyUpdate(keras.callbacks.Callback):
         super().__init__()
         self.search = search
         self.routes = routes
-        self.metrics = {t: search.make_metric() for t in search.builder.task_names}
+        _, y_val = search._validation
+        self.metrics = {t: search.make_metric(y_val[t]) for t in search.builder.task_names}
         self.epoch = 0
         self.rewards = []
 
@@ -514,10 +534,10 @@ class _PolicyUpdate(keras.callbacks.Callback):
         return self.model.predict_on_batch(x)
 
     def _score(self, task, y_true, y_pred):
-        metric = self.metrics[task]
+        metric, sign = self.metrics[task]
         metric.reset_state()
         metric.update_state(y_true, y_pred)
-        value = float(keras.ops.convert_to_numpy(metric.result()))
+        value = sign * float(keras.ops.convert_to_numpy(metric.result()))
         if not np.isfinite(value):
             raise ValueError(
                 f"The validation score of task {task!r} is not finite ({value}). Check the "
@@ -536,7 +556,7 @@ class _PolicyUpdate(keras.callbacks.Callback):
         index = np.sort(rng.choice(len(x_val), size=size, replace=False))
         x, y = x_val[index], {t: v[index] for t, v in y_val.items()}
         if search.metric is None:
-            single = [t for t in tasks if np.unique(y[t]).size < 2]
+            single = [t for t in tasks if _is_binary(y[t]) and np.unique(y[t]).size < 2]
             if single:
                 raise ValueError(
                     f"The validation batch of this policy update holds a single class for "
@@ -608,3 +628,9 @@ class _PolicyUpdate(keras.callbacks.Callback):
         layer.reward_variance.assign(variance)
         layer.num_updates.assign(keras.ops.convert_to_numpy(layer.num_updates) + 1)
         return gradient
+
+
+def _is_binary(values):
+    """Whether every target is 0 or 1 (AUC applies)."""
+    values = np.asarray(values)
+    return bool(np.all((values == 0) | (values == 1)))
