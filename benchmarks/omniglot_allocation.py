@@ -1,9 +1,12 @@
 """Learned parameter allocation on 20 Omniglot alphabets (Maziarz et al. 2019).
 
-Trains the paper's setup (methods.md section 4) with `AllocationBuilder`
-and prints the mean test accuracy over the 20 tasks next to the fully
-shared and the independent networks of the same components, on the same
-splits. Paper: 93.52% mean test accuracy for the learned allocation.
+Searches the allocation in the paper's setup (methods.md section 4) with
+`LearnedAllocation`, exports the routed network at its best validation
+epoch to the static network of its allocation (trained weights), and prints
+the mean test accuracy over the 20 tasks next to the fully shared and the
+independent networks of the same components (`AllocationBuilder.build` of
+`shared_allocation()` and `independent_allocation()`), on the same splits.
+Paper: 93.52% mean test accuracy for the learned allocation.
 
 Default settings: the paper's (105x105 images, 48 filters, 8 routed layers
 of 7 components, batch 16 per task, 8,000 steps, Adam 1e-4 / 2e-3, weight
@@ -11,7 +14,9 @@ decay 3e-4, p0 = 0.97, temperature max(0.5, 50 / sqrt(step + 1)), model
 chosen by mean validation accuracy). They need a GPU, and by a FLOP count
 (about 8 TFLOP per step at 105x105) more than one 10-minute command per
 network: run one network per call, with a checkpoint directory and a time
-limit, and repeat the same command until it prints the results:
+limit, and repeat the same command until it prints the results (Keras's
+`BackupAndRestore` resumes the run, `ModelCheckpoint` keeps the best
+validation weights):
 
     python benchmarks/omniglot_allocation.py --networks allocation --mixed-precision \
         --checkpoint-dir ckpt --time-limit 8
@@ -39,11 +44,19 @@ import keras_branching  # noqa: F401  (first: it imports TensorFlow without star
 
 # isort: split
 
+import tempfile
+
 import keras
 import numpy as np
 
-from keras_branching.allocation import AllocationBuilder, task_batches, task_model
-from keras_branching.callbacks.temperature import TemperatureSchedule
+from keras_branching.allocation import (
+    AllocationBuilder,
+    LearnedAllocation,
+    export_allocation_network,
+    read_allocation,
+    task_model,
+)
+from keras_branching.datasets.batches import task_batches
 from keras_branching.datasets.omniglot import omniglot
 from keras_branching.task import Task
 
@@ -151,134 +164,126 @@ def accuracies(model, data, split, batch_size=64, joint=False):
     return result
 
 
-class BestOnValidation(keras.callbacks.Callback):
-    """Evaluates mean validation accuracy after each epoch; keeps the best weights."""
+class Validation(keras.callbacks.Callback):
+    """Mean validation accuracy after each epoch, as `val_mean_accuracy` in the logs.
 
-    def __init__(self, builder, data, network):
+    Listed before `ModelCheckpoint`, which keeps the best weights by it.
+    Every value is also written to `path` (JSON), so that a resumed run
+    knows the best value of the earlier calls. Stops training at the first
+    epoch past `deadline` (a time).
+    """
+
+    def __init__(self, data, network, path, deadline=None):
         super().__init__()
-        self.builder, self.data, self.network = builder, data, network
-        self.best, self.best_weights, self.history = -1.0, None, []
-        self.epochs_done, self.checkpoint, self.deadline = 0, None, None
+        self.data, self.network, self.path, self.deadline = data, network, path, deadline
+        self.values = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                self.values = json.load(f)
+
+    def best_so_far(self):
+        return max(self.values.values()) if self.values else None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs_done = epoch + 1
-        joint = self.network != "independent"
+        joint = self.network == "allocation"  # the routed network runs every task at once
         validation = float(
             np.mean(list(accuracies(self.model, self.data, "validation", joint=joint).values()))
         )
-        step = int(self.model.optimizer.iterations.numpy())
-        self.history.append((step, validation, float(logs.get("loss", np.nan))))
+        logs["val_mean_accuracy"] = validation
+        self.values[str(epoch)] = validation
+        with open(self.path, "w") as f:
+            json.dump(self.values, f)
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         print(
             f"  {self.network} step {step}: loss {logs.get('loss'):.3f}, "
             f"mean validation accuracy {100 * validation:.2f}%",
             flush=True,
         )
-        if validation > self.best:
-            self.best, self.best_weights = validation, self.model.get_weights()
-        if self.checkpoint:
-            save_checkpoint(self.checkpoint, self.model, self)
         if self.deadline and time.time() > self.deadline:
             self.model.stop_training = True
 
 
-def _optimizers(model):
-    return [o for o in (model.optimizer, getattr(model, "allocation_optimizer", None)) if o]
-
-
-def save_checkpoint(path, model, keeper):
-    """Weights, optimizer states, best weights and history, to resume a later call."""
-    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-    for j, optimizer in enumerate(_optimizers(model)):
-        arrays.update({f"o{j}_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-    arrays.update({f"b{i}": w for i, w in enumerate(keeper.best_weights)})
-    meta = {"epochs": keeper.epochs_done, "best": keeper.best, "history": keeper.history}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(path + ".tmp.npz", **arrays)
-    os.replace(path + ".tmp.npz", path)
-
-
-def load_checkpoint(path, model, keeper):
-    with np.load(path) as stored:
-        count = len(model.get_weights())
-        model.set_weights([stored[f"w{i}"] for i in range(count)])
-        for j, optimizer in enumerate(_optimizers(model)):
-            for i, variable in enumerate(optimizer.variables):
-                variable.assign(stored[f"o{j}_{i}"])
-        keeper.best_weights = [stored[f"b{i}"] for i in range(count)]
-        meta = json.loads(stored["meta"].tobytes().decode())
-    keeper.best, keeper.history = meta["best"], [tuple(h) for h in meta["history"]]
-    keeper.epochs_done = meta["epochs"]
-    return meta["epochs"]
-
-
 def run(network, builder, data, args):
+    """Trains one network; returns its results, or None if stopped at the time limit."""
     keras.utils.set_random_seed(args.seed)
-    compile_kwargs = {
-        "jit_compile": args.jit,
-        "learning_rate": args.learning_rate,
-        "allocation_learning_rate": args.allocation_learning_rate,
-    }
-    if network == "allocation":
-        model = builder.build(**compile_kwargs)
-    elif network == "shared":
-        model = builder.build_shared(**compile_kwargs)
-    else:
-        model = builder.build_independent(**compile_kwargs)
-    train = data.datasets("train", keras_names=True)
-    dataset = task_batches(train, args.batch_size, seed=args.seed)
-    keeper = BestOnValidation(builder, data, network)
-    callbacks = [keeper]
-    if network == "allocation":
-        callbacks.append(
-            TemperatureSchedule("inverse_sqrt", initial_temperature=50.0, min_temperature=0.5)
-        )
+    epochs = args.steps // args.eval_every
+    directory = args.checkpoint_dir or tempfile.mkdtemp(prefix="omniglot_allocation_")
+    os.makedirs(directory, exist_ok=True)
+    backup_dir = os.path.join(directory, f"{network}_backup")
+    best_path = os.path.join(directory, f"{network}_best.weights.h5")
     start = time.time()
-    epochs, initial_epoch = args.steps // args.eval_every, 0
-    if args.checkpoint_dir:
-        os.makedirs(args.checkpoint_dir, exist_ok=True)
-        keeper.checkpoint = os.path.join(args.checkpoint_dir, f"{network}.npz")
-        if os.path.exists(keeper.checkpoint):
-            initial_epoch = load_checkpoint(keeper.checkpoint, model, keeper)
-            print(f"  {network}: resumed after epoch {initial_epoch}", flush=True)
-    if args.time_limit:
-        keeper.deadline = start + 60 * args.time_limit
-    if initial_epoch < epochs:
-        model.fit(
-            dataset,
-            steps_per_epoch=args.eval_every,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=0,
-            shuffle=False,
+    deadline = start + 60 * args.time_limit if args.time_limit else None
+    validation = Validation(data, network, os.path.join(directory, f"{network}_val.json"), deadline)
+    callbacks = [
+        validation,
+        keras.callbacks.ModelCheckpoint(
+            best_path,
+            monitor="val_mean_accuracy",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=validation.best_so_far(),
+        ),
+        # Kept after the last epoch, so a finished run is not redone.
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+    ]
+    train = task_batches(data.datasets("train", keras_names=True), args.batch_size, seed=args.seed)
+    fit_kwargs = dict(
+        epochs=epochs, steps_per_epoch=args.eval_every, callbacks=callbacks, verbose=0
+    )
+    if network == "allocation":
+        search = LearnedAllocation(
+            builder,
+            initial_probability=0.97,
+            initial_temperature=50.0,
+            min_temperature=0.5,
+            allocation_learning_rate=args.allocation_learning_rate,
+            weight_decay=3e-4,
+            seed=args.seed,
         )
+        history = search.search(train, shuffle=False, **fit_kwargs).history
+        model = search.model
+    else:
+        plan = (
+            builder.shared_allocation() if network == "shared" else builder.independent_allocation()
+        )
+        model = builder.build(plan, jit_compile=args.jit)
+        # (this call's epochs only, after a resume; the search keeps them all)
+        history = model.fit(train, shuffle=False, **fit_kwargs).history
     seconds = time.time() - start
-    if keeper.epochs_done < epochs:
+    done = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) // args.eval_every
+    if done < epochs:
         print(
-            f"  {network}: stopped at the time limit after epoch {keeper.epochs_done} of "
-            f"{epochs}; run the same command again to resume from {keeper.checkpoint}",
+            f"  {network}: stopped at the time limit after epoch {done} of {epochs}; "
+            f"run the same command again to resume from {backup_dir}",
             flush=True,
         )
         return None
-    model.set_weights(keeper.best_weights)
-    static = builder.export(model) if network == "allocation" else model
-    test = accuracies(static, data, "test", joint=network == "shared")
+    model.load_weights(best_path)
+    best = callbacks[1].best  # ModelCheckpoint's, over every call
+    if network == "allocation":
+        static = export_allocation_network(builder, model)
+        allocation = read_allocation(model, builder.task_names)
+    else:
+        static = model
+    test = accuracies(static, data, "test")
     if network == "allocation":
         joint = accuracies(model, data, "test", joint=True)
         assert np.allclose(list(joint.values()), list(test.values()), atol=2e-3), (joint, test)
     result = {
         "network": network,
         "mean_test_accuracy": 100 * float(np.mean(list(test.values()))),
-        "best_validation_accuracy": 100 * keeper.best,
+        "best_validation_accuracy": 100 * best,
         "params": int(static.count_params()),
         "train_seconds": round(seconds, 1),
         "per_task_test_accuracy": test,
-        "validation_history": keeper.history,
+        "validation_history": history.get("val_mean_accuracy"),
     }
     if network == "allocation":
-        allocations = builder.allocations(model)
-        result["components_used_per_task"] = [int(a.sum()) for a in np.sum(allocations, axis=0)]
-        result["allocations"] = [a.astype(int).tolist() for a in allocations]
+        result["components_used_per_task"] = [
+            int(n) for n in np.sum([m.sum(axis=1) for m in allocation.layers], axis=0)
+        ]
+        result["allocation"] = allocation.to_config()
     return result
 
 
@@ -315,7 +320,8 @@ def main(argv=None):
     parser.add_argument(
         "--checkpoint-dir",
         default=None,
-        help="save after every validation and resume from there (to split a run over calls)",
+        help="back up after every validation (BackupAndRestore) and resume from there "
+        "(to split a run over calls); the best weights are kept there too",
     )
     parser.add_argument(
         "--time-limit",
@@ -363,12 +369,11 @@ def main(argv=None):
         for name, n in data.num_classes.items()
     ]
     builder = AllocationBuilder(
-        inputs=(args.image_size, args.image_size, 1),
+        # One input per task: each alphabet has its own images.
+        inputs=dict.fromkeys([t.name for t in tasks], (args.image_size, args.image_size, 1)),
         layers=omniglot_layers(args.filters),
         tasks=tasks,
-        initial_probability=0.97,
-        temperature=50.0,
-        seed=args.seed,
+        optimizer=keras.optimizers.Adam(args.learning_rate),
     )
     settings = {
         k: getattr(args, k)

@@ -11,6 +11,7 @@ from keras_branching._validation import check_tasks
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.tree import BranchingTree
 
+
 def _reseed(config, offset):
     """Returns a copy of a layer config with every integer seed shifted by `offset`.
 

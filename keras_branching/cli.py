@@ -123,7 +123,9 @@ def _affinity_section(keras, builder, train, val, groups, true_tree, args):
         verbose=0,
         callbacks=[progress.callback],
     )
-    print("Task affinity (Spearman correlation of RDMs), " + search.affinity.format(branch_point=-1))
+    print(
+        "Task affinity (Spearman correlation of RDMs), " + search.affinity.format(branch_point=-1)
+    )
     print("Chosen tree:")
     print(result.summary())
     last = result.plan.groups(-1)

@@ -85,6 +85,16 @@ def supernet_route_name(what):
     return f"route_{what}"
 
 
+# Inputs.
+
+SHARED_INPUT = "inputs"
+
+
+def input_name(task):
+    """The input of `task` in a model with one input per task."""
+    return sanitize(task)
+
+
 # Allocation networks.
 
 

@@ -122,9 +122,7 @@ class ArchitectureOptimizer(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return (
-            self._variables
-            + self.inner_optimizer.variables
-            + self.architecture_optimizer.variables
+            self._variables + self.inner_optimizer.variables + self.architecture_optimizer.variables
         )
 
     def apply(self, grads, trainable_variables=None):

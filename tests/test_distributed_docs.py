@@ -21,14 +21,14 @@ _TRAINED = (
     "model",
     "resumed",
     "weighted",
-    "search.supernet",
+    "search.model",
     "retrained",
     "supernet",
-    "share.supernet",
     "routed",
     "mmoe",
-    "network",
-    "result.single_task_model",
+    "learned.model",
+    "allocated",
+    "affinity.model",
     "chosen",
 )
 _BLOCK = re.compile(r"(<!-- not run[^>]*-->\s*\n)?```python\n(.*?)```", re.DOTALL)

@@ -117,8 +117,10 @@ with {scope}:
     parents = [keras.layers.Dense(2, name=f"parent{{p}}")(inputs) for p in range(2)]
     router = GumbelRouter(2, seed=1, name="router")
     model = keras.Model(inputs, keras.layers.Add()(router(parents)))
-    model.compile(ArchitectureOptimizer(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1)), "mse")
-kernel, logits = keras.ops.convert_to_numpy(model.get_layer("parent0").kernel), keras.ops.convert_to_numpy(router.router_logits)
+    optimizer = ArchitectureOptimizer(keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1))
+    model.compile(optimizer, "mse")
+to_numpy = keras.ops.convert_to_numpy
+kernel, logits = to_numpy(model.get_layer("parent0").kernel), to_numpy(router.router_logits)
 x = np.random.default_rng(0).standard_normal((16, 3)).astype("float32")
 model.fit(x, np.ones((16, 2), "float32"), epochs=2, batch_size=4, verbose=0)
 assert np.allclose(kernel, keras.ops.convert_to_numpy(model.get_layer("parent0").kernel))
@@ -139,7 +141,8 @@ def test_under_mirrored_strategy(tmp_path):
     setup = (
         "import tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "devices = [tf.config.LogicalDeviceConfiguration()] * 2\n"
+        "tf.config.set_logical_device_configuration(cpu, devices)\n"
         "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
     )
     script = tmp_path / "mirrored_script.py"

@@ -2,8 +2,18 @@
 
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.branch_point import BranchPoint
+from keras_branching.layers.empty_allocation import EmptyAllocation
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.layers.gumbel_router import GumbelRouter
+from keras_branching.layers.joint_components import JointComponents
 from keras_branching.layers.supernet_route import SupernetRoute
 
-__all__ = ["AllocationMask", "BranchPoint", "GatedRoute", "GumbelRouter", "SupernetRoute"]
+__all__ = [
+    "AllocationMask",
+    "BranchPoint",
+    "EmptyAllocation",
+    "GatedRoute",
+    "GumbelRouter",
+    "JointComponents",
+    "SupernetRoute",
+]

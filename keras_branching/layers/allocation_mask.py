@@ -12,7 +12,6 @@ from keras_branching.layers.gumbel import gumbel_softmax
 from keras_branching.optimizers import mark_architecture_variable
 
 
-
 def _check_real(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Expected `{name}` to be a number. Received: {name}={value!r}")

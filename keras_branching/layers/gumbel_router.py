@@ -11,7 +11,6 @@ from keras_branching.layers.gumbel import gumbel_softmax
 from keras_branching.optimizers import mark_architecture_variable
 
 
-
 @keras.saving.register_keras_serializable(package="keras_branching")
 class GumbelRouter(keras.layers.Layer):
     """Routes each of `num_children` children to one of P parent tensors.

@@ -593,7 +593,7 @@ class _PolicyUpdate(keras.callbacks.Callback):
             gradient -= search.entropy_weight * p * (log_p - (p * log_p).sum())
             gradients.append(keras.ops.convert_to_tensor(-gradient.astype("float32")))
             variables.append(layer.policy_logits)
-        self.model.policy_optimizer.apply(gradients, variables)
+        _apply_policy_step(self.model, gradients, variables)
         return float(np.mean([np.mean(list(score.values())) for score in scores]))
 
     def _reward(self, block, score, used):
@@ -634,3 +634,22 @@ def _is_binary(values):
     """Whether every target is 0 or 1 (AUC applies)."""
     values = np.asarray(values)
     return bool(np.all((values == 0) | (values == 1)))
+
+
+def _apply_policy_step(model, gradients, variables):
+    """Applies one policy step with the model's `policy_optimizer`.
+
+    The step is computed once, on the host, from the validation reward. Under
+    `tf.distribute` the optimizer must run in a replica context: each replica
+    applies its share, which Keras sums back to the whole step.
+    """
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = getattr(strategy, "num_replicas_in_sync", 1)
+    if replicas > 1:
+        import tensorflow as tf
+
+        if tf.distribute.in_cross_replica_context():
+            shares = [g / replicas for g in gradients]
+            strategy.run(lambda: model.policy_optimizer.apply(shares, variables))
+            return
+    model.policy_optimizer.apply(gradients, variables)

@@ -8,7 +8,6 @@ from keras_branching._validation import check_positive
 from keras_branching.weighting.base import LossWeighting
 
 
-
 @keras.saving.register_keras_serializable(package="keras_branching")
 class GradNorm(LossWeighting):
     """Balances the tasks' gradient norms on the shared weights (Chen et al. 2018).
