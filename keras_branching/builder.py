@@ -9,6 +9,7 @@ import numpy as np
 from keras_branching import naming
 from keras_branching._validation import check_tasks
 from keras_branching.layers.branch_point import BranchPoint
+from keras_branching.task import compile_for_tasks, fresh_optimizer
 from keras_branching.tree import BranchingTree
 
 
@@ -175,14 +176,7 @@ class BranchedModelBuilder:
         """A fresh head for `task` (a `Task` or its name), named after it."""
         if isinstance(task, str):
             task = self.tasks[self.task_names.index(task)]
-        head = task.head()
-        if not isinstance(head, keras.layers.Layer):
-            raise TypeError(
-                f"Expected the head of task {task.name!r} to return a Keras layer "
-                f"or model. Received: {head!r} (of type {type(head).__name__})"
-            )
-        head.name = naming.head_name(task.name)
-        return head
+        return task.make_head()
 
     def check_tree(self, tree):
         """Raises a clear error unless `tree` fits this builder's tasks and blocks."""
@@ -278,9 +272,7 @@ class BranchedModelBuilder:
 
     def fresh_optimizer(self):
         """The builder's optimizer, as a fresh instance (or its name)."""
-        if isinstance(self.optimizer, keras.optimizers.Optimizer):
-            return self.optimizer.__class__.from_config(self.optimizer.get_config())
-        return self.optimizer
+        return fresh_optimizer(self.optimizer)
 
     def compile(self, model, optimizer=None, **compile_kwargs):
         """Compiles `model` with each task's loss, loss weight and metrics.
@@ -292,16 +284,7 @@ class BranchedModelBuilder:
             **compile_kwargs: extra arguments for `model.compile`.
         """
         optimizer = self.fresh_optimizer() if optimizer is None else optimizer
-        model.compile(
-            optimizer=optimizer,
-            loss={t.name: t.loss for t in self.tasks},
-            loss_weights={t.name: t.loss_weight for t in self.tasks},
-            # Weighted, so that examples masked out with sample weight 0 (see
-            # `datasets.mask_missing`) do not count in their task's metrics.
-            weighted_metrics={t.name: list(t.metrics) for t in self.tasks if t.metrics},
-            **compile_kwargs,
-        )
-        return model
+        return compile_for_tasks(model, self.tasks, optimizer, **compile_kwargs)
 
     @staticmethod
     def _warn_identical_copies(copies):

@@ -2,6 +2,10 @@
 
 import numbers
 
+import keras
+
+from keras_branching import naming
+
 
 class Task:
     """One task of a multi-task model: its name, head, loss and metrics.
@@ -60,3 +64,45 @@ class Task:
             f"Task(name={self.name!r}, loss={self.loss!r}, "
             f"metrics={self.metrics!r}, loss_weight={self.loss_weight})"
         )
+
+    def make_head(self):
+        """A fresh head layer, named `naming.head_name(name)`.
+
+        Raises:
+            TypeError: if `head` does not return a Keras layer.
+        """
+        head = self.head()
+        if not isinstance(head, keras.layers.Layer):
+            raise TypeError(
+                f"Expected the head of task {self.name!r} to return a Keras layer "
+                f"or model. Received: {head!r} (of type {type(head).__name__})"
+            )
+        head.name = naming.head_name(self.name)
+        return head
+
+
+def fresh_optimizer(optimizer):
+    """`optimizer` as a fresh instance cloned from its config (a name stays a name)."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer.__class__.from_config(optimizer.get_config())
+    return optimizer
+
+
+def compile_for_tasks(model, tasks, optimizer, **compile_kwargs):
+    """Compiles `model` (outputs keyed by task) with each task's loss, weight and metrics.
+
+    Metrics are `weighted_metrics`, so examples masked out with sample weight
+    0 (see `keras_branching.datasets.mask_missing`) do not count in them.
+    Every builder compiles through this function.
+
+    Returns:
+        The model.
+    """
+    model.compile(
+        optimizer=optimizer,
+        loss={t.name: t.loss for t in tasks},
+        loss_weights={t.name: t.loss_weight for t in tasks},
+        weighted_metrics={t.name: list(t.metrics) for t in tasks if t.metrics},
+        **compile_kwargs,
+    )
+    return model

@@ -7,6 +7,7 @@ from keras_branching import naming
 from keras_branching._validation import check_tasks
 from keras_branching.allocation.plan import Allocation
 from keras_branching.layers.empty_allocation import EmptyAllocation
+from keras_branching.task import compile_for_tasks, fresh_optimizer
 
 
 def _is_shape(shape):
@@ -217,14 +218,7 @@ class AllocationBuilder:
         """A fresh head for `task` (a `Task` or its name), named after it."""
         if isinstance(task, str):
             task = self.tasks[self.task_names.index(task)]
-        head = task.head()
-        if not isinstance(head, keras.layers.Layer):
-            raise TypeError(
-                f"Expected the head of task {task.name!r} to return a Keras layer. "
-                f"Received: {head!r} (of type {type(head).__name__})"
-            )
-        head.name = naming.head_name(task.name)
-        return head
+        return task.make_head()
 
     def make_inputs(self):
         """Fresh `keras.Input`s, in a dict keyed by task (one tensor for every task
@@ -394,9 +388,7 @@ class AllocationBuilder:
 
     def fresh_optimizer(self):
         """The builder's optimizer, as a fresh instance (or its name)."""
-        if isinstance(self.optimizer, keras.optimizers.Optimizer):
-            return self.optimizer.__class__.from_config(self.optimizer.get_config())
-        return self.optimizer
+        return fresh_optimizer(self.optimizer)
 
     def compile(self, model, optimizer=None, **compile_kwargs):
         """Compiles `model` with each task's loss, loss weight and metrics.
@@ -414,11 +406,4 @@ class AllocationBuilder:
             The model.
         """
         optimizer = self.fresh_optimizer() if optimizer is None else optimizer
-        model.compile(
-            optimizer=optimizer,
-            loss={t.name: t.loss for t in self.tasks},
-            loss_weights={t.name: t.loss_weight for t in self.tasks},
-            weighted_metrics={t.name: list(t.metrics) for t in self.tasks if t.metrics},
-            **compile_kwargs,
-        )
-        return model
+        return compile_for_tasks(model, self.tasks, optimizer, **compile_kwargs)

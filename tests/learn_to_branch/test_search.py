@@ -13,7 +13,6 @@ from keras_branching.search import SearchResult
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 from tests.fresh_process import run_python
-from tests.search_checks import run_search_test
 
 
 def make_builder(names, units=8, input_dim=100):
@@ -84,21 +83,6 @@ def test_search_through_fit_then_build_plain_model(small_data, tmp_path):
             np.testing.assert_allclose(
                 np.asarray(served[task]), expected[task], rtol=1e-5, atol=1e-6
             )
-
-
-def test_run_search_test(small_data, tmp_path):
-    """Through fit with callbacks, JSON, build, reload, tf.data, and resume: mid-epoch 2
-    of 3, with `keras.callbacks.BackupAndRestore`, gives the uninterrupted plan."""
-    x, y, _ = small_data
-    run_search_test(
-        lambda: LearnToBranch(make_builder(list(y)), [2, 2, 4], seed=3),
-        x,
-        y,
-        tmp_path,
-        BranchingTree,
-        epochs=3,
-        batch_size=32,
-    )
 
 
 def test_search_with_jit_compile(small_data):
