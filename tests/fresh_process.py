@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -18,6 +20,8 @@ def run_python(script, cwd, timeout=500, backend="tensorflow"):
     quiet TensorFlow logs; fails the calling test, with the end of the
     script's stderr, unless the script exits with 0.
     """
+    if backend == "jax":
+        pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[test]')")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
     if backend == "jax":
         env.setdefault("JAX_PLATFORMS", "cpu")

@@ -258,4 +258,4 @@ print("reward", result.history["reward"][0])
 def test_search_trains_on_jax(tmp_path):
     script = tmp_path / "jax_search.py"
     script.write_text(JAX_SCRIPT)
-    assert "reward" in run_python(script, cwd=tmp_path)
+    assert "reward" in run_python(script, cwd=tmp_path, backend="jax")
