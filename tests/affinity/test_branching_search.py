@@ -11,6 +11,7 @@ from keras_branching.datasets.synthetic import synthetic_tasks
 from keras_branching.search import SearchResult
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
+from tests.search_checks import check_result
 
 
 def make_builder(tasks, widths=(8, 8), input_dim=10, lr=0.01):
@@ -126,18 +127,7 @@ def test_search_through_fit_gives_a_result_that_builds_the_chosen_tree(small_dat
     assert sorted(model.output) == sorted(y)
     assert model.count_params() == size
     # `result.build()`: compiled, trains, saves and reloads without custom_objects.
-    model = result.build()
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    path = str(tmp_path / "chosen.keras")
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    for task in y:
-        np.testing.assert_allclose(
-            reloaded.predict(x[:8], verbose=0)[task],
-            model.predict(x[:8], verbose=0)[task],
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    check_result(result, builder, BranchingTree, 2, x, y, tmp_path)
 
 
 def test_no_budget_gives_the_independent_tree(small_data):
@@ -298,15 +288,4 @@ def test_search_on_jax(small_data, tmp_path):
     )
     assert len(result.history["loss"]) == 2
     assert builder.count_params(result.plan) == result.details["size"]
-    model = result.build()
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    path = str(tmp_path / "chosen.keras")
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    for task in y:
-        np.testing.assert_allclose(
-            reloaded.predict(x[:8], verbose=0)[task],
-            model.predict(x[:8], verbose=0)[task],
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    check_result(result, builder, BranchingTree, 2, x, y, tmp_path)
