@@ -3,7 +3,12 @@
 import keras
 from keras import ops
 
-from keras_branching.layers.gating import gate_weights, gated_sum
+from keras_branching.layers.gating import (
+    check_query_shape,
+    check_same_shapes,
+    gate_weights,
+    gated_sum,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
@@ -77,17 +82,8 @@ class GatedRoute(keras.layers.Layer):
                 f"then {self.num_inputs} inputs). Received {count} tensor(s)"
             )
         query, *routed = [tuple(s) for s in input_shapes]
-        if len(query) != 2 or query[-1] is None:
-            raise ValueError(
-                "Expected the gate query to have shape (batch, features) with a known "
-                f"number of features. Received: query shape={query}"
-            )
-        for i, shape in enumerate(routed[1:], start=1):
-            if shape[1:] != routed[0][1:]:
-                raise ValueError(
-                    "Expected every gated input to have the same shape. Received: "
-                    f"input 0 of shape {routed[0]} and input {i} of shape {shape}"
-                )
+        check_query_shape(query, "the gate query")
+        check_same_shapes(routed, "gated input", "input")
         return query, routed
 
     def build(self, input_shapes):

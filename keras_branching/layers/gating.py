@@ -58,3 +58,29 @@ def gated_sum(logits, inputs, mask=None):
         weight = ops.reshape(gates[:, i : i + 1], (-1,) + (1,) * (extra_axes + 1))
         output = weight * x if output is None else output + weight * x
     return output
+
+
+def check_query_shape(shape, subject):
+    """Raises unless `shape` is `(batch, features)` with known features.
+
+    `subject` names the query in the message ("the gate query", "query 0").
+    """
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"Expected {subject} to have shape (batch, features) with a known "
+            f"number of features. Received: query shape={shape}"
+        )
+
+
+def check_same_shapes(shapes, what, item):
+    """Raises unless every shape in `shapes` agrees after the batch axis.
+
+    `what` names the tensors in the message ("gated input"), `item` one of
+    them by index ("input").
+    """
+    for i, shape in enumerate(shapes[1:], start=1):
+        if shape[1:] != shapes[0][1:]:
+            raise ValueError(
+                f"Expected every {what} to have the same shape. Received: "
+                f"{item} 0 of shape {shapes[0]} and {item} {i} of shape {shape}"
+            )

@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_branching._validation import check_positive_int
-from keras_branching.layers.gating import gated_sum
+from keras_branching.layers.gating import check_query_shape, check_same_shapes, gated_sum
 from keras_branching.optimizers import mark_architecture_variable
 
 _SEED_STATE = "seed_generator_state"
@@ -176,17 +176,8 @@ class SupernetRoute(keras.layers.Layer):
         shapes = [tuple(s) for s in input_shapes]
         queries, members = shapes[: self.num_queries], shapes[self.num_queries :]
         for q, shape in enumerate(queries):
-            if len(shape) != 2 or shape[-1] is None:
-                raise ValueError(
-                    f"Expected query {q} to have shape (batch, features) with a known "
-                    f"number of features. Received: query shape={shape}"
-                )
-        for m, shape in enumerate(members[1:], start=1):
-            if shape[1:] != members[0][1:]:
-                raise ValueError(
-                    "Expected every member to have the same shape. Received: "
-                    f"member 0 of shape {members[0]} and member {m} of shape {shape}"
-                )
+            check_query_shape(shape, f"query {q}")
+        check_same_shapes(members, "member", "member")
         return queries, members
 
     def build(self, input_shapes):
