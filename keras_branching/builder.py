@@ -9,6 +9,7 @@ import numpy as np
 from keras_branching import naming
 from keras_branching._validation import check_tasks
 from keras_branching.layers.branch_point import BranchPoint
+from keras_branching.models import TaskModel
 from keras_branching.task import compile_for_tasks, fresh_optimizer
 from keras_branching.tree import BranchingTree
 
@@ -214,7 +215,7 @@ class BranchedModelBuilder:
         inputs = self.make_input()
         features, copies = self._apply_tree(tree, inputs)
         outputs = {name: self.make_head(name)(features[name]) for name in self.task_names}
-        model = keras.Model(inputs, outputs, name="branched_model")
+        model = TaskModel(inputs, outputs, name="branched_model")
         self._warn_identical_copies(copies)
         if compile:
             self.compile(model, **compile_kwargs)

@@ -275,6 +275,13 @@ class Search:
             model (so every block's initial weights are reproducible) and
             derives every sampler's seed from it; with `None` nothing is
             seeded.
+
+    Attributes:
+        model: the search model of the last `search` call (set before
+            training starts, so it is the failed run's model when a call
+            fails), or None.
+        result: the `SearchResult` of the last `search` call, or None when
+            that call failed: a failed call never leaves an earlier plan.
     """
 
     builder_class = None
@@ -287,6 +294,8 @@ class Search:
             )
         self.builder = builder
         self.seed = check_seed(seed)
+        self.model = None
+        self.result = None
 
     def seed_for(self, offset):
         """The seed of the `offset`-th sampler (None when `seed` is None)."""
@@ -354,6 +363,10 @@ class Search:
         Raises:
             DivergenceError: if the loss or any weight becomes non-finite.
         """
+        # A failed call leaves no earlier plan behind: `result` is this
+        # call's or None, `model` this call's search model or None.
+        self.result = None
+        self.model = None
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
         x, y, validation_data = self.prepare_data(x, y, validation_data)
@@ -382,7 +395,7 @@ class Search:
             **fit_kwargs,
         )
         logged = history_backup.history if history_backup else history.history
-        return SearchResult(
+        self.result = SearchResult(
             self.derive_plan(model),
             logged,
             settings=self.get_config(),
@@ -390,3 +403,4 @@ class Search:
             details=self.details(model),
             builder=self.builder,
         )
+        return self.result

@@ -7,6 +7,7 @@ from keras_branching import naming
 from keras_branching._validation import check_tasks
 from keras_branching.allocation.plan import Allocation
 from keras_branching.layers.empty_allocation import EmptyAllocation
+from keras_branching.models import TaskModel
 from keras_branching.task import compile_for_tasks, fresh_optimizer
 
 
@@ -297,7 +298,7 @@ class AllocationBuilder:
                     outputs[t] = empty(features[t])
             features = outputs
         outputs = {t: heads[t](features[t]) for t in self.task_names}
-        return keras.Model(self.model_inputs(inputs), outputs, name=name)
+        return TaskModel(self.model_inputs(inputs), outputs, name=name)
 
     def build(self, plan, compile=True, **compile_kwargs):
         """The static model of the allocation `plan`, with fresh weights.

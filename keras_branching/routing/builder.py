@@ -1,10 +1,9 @@
 """`RoutingModelBuilder`: turns a `RoutingPlan` into a Keras model."""
 
-import keras
-
 from keras_branching import naming
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers.gated_route import GatedRoute
+from keras_branching.models import TaskModel
 from keras_branching.routing.plan import INPUT, RoutingPlan
 
 
@@ -138,7 +137,7 @@ class RoutingModelBuilder:
         inputs = self.make_input()
         features = self.apply_plan(plan, inputs)
         outputs = {t: self.make_head(t)(features[t]) for t in self.task_names}
-        model = keras.Model(inputs, outputs, name="routing_model")
+        model = TaskModel(inputs, outputs, name="routing_model")
         if compile:
             self.compile(model, **compile_kwargs)
         return model
