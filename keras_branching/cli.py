@@ -240,6 +240,28 @@ def demo(args):
     return 0
 
 
+# The demo holds out 20% for validation, and affinity measures on >= 3 of them.
+_MIN_EXAMPLES = 20
+
+
+def _int_at_least(low):
+    """An argparse `type=` function: an integer >= `low`, else a one-line error."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}. Received: {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}. Received: {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-branching",
@@ -256,32 +278,59 @@ def _parser():
         default="keras_branching_demo",
         help="folder for the exported SavedModel and tree (default: %(default)s)",
     )
-    run.add_argument("--epochs", type=int, default=20, help="epochs per tree (%(default)s)")
-    run.add_argument("--examples", type=int, default=6000, help="examples (%(default)s)")
-    run.add_argument("--groups", type=int, default=3, help="task groups (%(default)s)")
-    run.add_argument("--tasks-per-group", type=int, default=2, help="tasks per group (%(default)s)")
-    run.add_argument("--input-dim", type=int, default=16, help="input size (%(default)s)")
-    run.add_argument("--blocks", type=int, default=3, help="Dense blocks (%(default)s)")
-    run.add_argument("--width", type=int, default=32, help="units per block (%(default)s)")
-    run.add_argument("--batch-size", type=int, default=64, help="batch size (%(default)s)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    positive = _int_at_least(1)
+    run.add_argument("--epochs", type=positive, default=20, help="epochs per tree (%(default)s)")
+    run.add_argument(
+        "--examples",
+        type=_int_at_least(_MIN_EXAMPLES),
+        default=6000,
+        help=f"examples, >= {_MIN_EXAMPLES} (%(default)s)",
+    )
+    run.add_argument("--groups", type=positive, default=3, help="task groups (%(default)s)")
+    run.add_argument(
+        "--tasks-per-group", type=positive, default=2, help="tasks per group (%(default)s)"
+    )
+    run.add_argument(
+        "--input-dim",
+        type=_int_at_least(2),
+        default=16,
+        help="input size, >= 2 x groups (%(default)s)",
+    )
+    run.add_argument(
+        "--blocks", type=_int_at_least(2), default=3, help="Dense blocks, >= 2 (%(default)s)"
+    )
+    run.add_argument("--width", type=positive, default=32, help="units per block (%(default)s)")
+    run.add_argument("--batch-size", type=positive, default=64, help="batch size (%(default)s)")
+    run.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="random seed, >= 0 (%(default)s)"
+    )
     run.add_argument(
         "--skip-search",
         action="store_true",
         help="only compare the fixed trees; skip the two search methods",
     )
-    run.set_defaults(handler=demo)
+    run.set_defaults(handler=demo, error=run.error)
     return parser
 
 
 def main(argv=None):
-    """Entry point of the `keras-branching` command."""
+    """Entry point of the `keras-branching` command.
+
+    Every numeric option is checked while parsing: a bad value exits with
+    status 2 and a one-line error naming the option and the value.
+
+    Args:
+        argv: the arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status of the command (0 on success).
+    """
     args = _parser().parse_args(argv)
-    for name in ("epochs", "examples", "groups", "tasks_per_group", "blocks", "width"):
-        if getattr(args, name) < 1:
-            _parser().error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.blocks < 2:
-        _parser().error("--blocks must be >= 2 (one shared block, then the groups)")
+    if args.input_dim < 2 * args.groups:
+        args.error(
+            f"argument --input-dim: expected >= 2 x --groups = {2 * args.groups}, so that "
+            f"every group gets its own directions. Received: {args.input_dim}"
+        )
     return args.handler(args)
 
 

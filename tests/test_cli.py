@@ -29,9 +29,10 @@ def test_demo_trains_compares_and_exports(tmp_path, capsys):
 def test_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--epochs", "0"])
-    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert "argument --epochs: expected an integer >= 1. Received: '0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--blocks", "1"])
+    assert "argument --blocks: expected an integer >= 2. Received: '1'" in capsys.readouterr().err
 
 
 # After the import, device settings are still allowed (no op has run) and the

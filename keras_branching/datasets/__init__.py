@@ -3,6 +3,7 @@
 from keras_branching.datasets.batches import task_batches
 from keras_branching.datasets.census import census_income
 from keras_branching.datasets.missing import mask_missing
+from keras_branching.datasets.mnist import multi_mnist
 from keras_branching.datasets.omniglot import OmniglotTasks, omniglot
 from keras_branching.datasets.synthetic import synthetic_tasks
 
@@ -10,6 +11,7 @@ __all__ = [
     "OmniglotTasks",
     "census_income",
     "mask_missing",
+    "multi_mnist",
     "omniglot",
     "synthetic_tasks",
     "task_batches",

@@ -1,5 +1,6 @@
 """Synthetic regression tasks in groups whose true grouping is known."""
 
+import math
 import numbers
 
 import numpy as np
@@ -40,13 +41,18 @@ def synthetic_tasks(
         input_dim: input dimension; at least `2 * num_groups`.
         relatedness: `p` in [0, 1], similarity inside a group.
         noise: standard deviation of the Gaussian label noise, >= 0.
-        seed: integer seed; the same seed gives the same data.
+        seed: integer seed >= 0; the same seed gives the same data (numpy's
+            `default_rng`, independent of any global seed).
 
     Returns:
         A tuple `(x, y, groups)`: `x` of shape `(num_examples, input_dim)`
         (float32); `y` a dict keyed by task name (`"g0_t0"`, `"g0_t1"`, ...)
         of float32 arrays of shape `(num_examples, 1)`; `groups` the true
-        grouping, a list of lists of task names.
+        grouping, a list of lists of task names. For the benchmark problem
+        of three groups of two tasks: `synthetic_tasks(3, 2, num_examples)`.
+
+    Raises:
+        ValueError: for a bad argument (the message echoes it).
 
     Example:
 
@@ -64,10 +70,21 @@ def synthetic_tasks(
             f"its own orthonormal directions. Received: input_dim={input_dim} "
             f"with num_groups={num_groups}"
         )
-    if not isinstance(relatedness, numbers.Real) or not 0 <= relatedness <= 1:
+    if (
+        isinstance(relatedness, bool)
+        or not isinstance(relatedness, numbers.Real)
+        or not 0 <= relatedness <= 1
+    ):
         raise ValueError(f"Expected `relatedness` in [0, 1]. Received: relatedness={relatedness!r}")
-    if not isinstance(noise, numbers.Real) or noise < 0:
-        raise ValueError(f"Expected `noise` >= 0. Received: noise={noise!r}")
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, numbers.Real)
+        or not math.isfinite(noise)
+        or noise < 0
+    ):
+        raise ValueError(f"Expected a finite `noise` >= 0. Received: noise={noise!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"Expected `seed` to be an int >= 0. Received: seed={seed!r}")
 
     rng = np.random.default_rng(seed)
     # Orthonormal columns: 2 per group, all mutually orthogonal.

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_branching.datasets.census import census_income
+from keras_branching.datasets.census import MMOE_TASK_PAIRS, census_income
 
 REAL_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "census_kdd")
 ROW = (
@@ -181,3 +181,28 @@ def test_real_file():
     np.testing.assert_allclose(m.mean(), 0.4325, atol=5e-4)
     x = splits["train"][0]
     assert x.dtype == np.float32 and np.all(np.isfinite(x))
+    # The second MMoE pair, on the same rows (the parsed file is cached in memory).
+    pair = census_income(REAL_DIR, tasks=("education", "marital"), seed=0)
+    e = np.concatenate([pair[k][1]["education"] for k in pair])
+    np.testing.assert_allclose(e.mean(), 0.3349, atol=5e-4)
+    np.testing.assert_array_equal(pair["test"][1]["marital"], splits["test"][1]["marital"])
+    assert x.shape == (69834, 502) and pair["train"][0].shape == (69834, 485)
+
+
+@pytest.mark.parametrize("pair", MMOE_TASK_PAIRS)
+def test_each_mmoe_pair_on_the_same_split(tmp_path, pair):
+    _write(tmp_path, [_row(i) for i in range(40)])
+    splits = census_income(tmp_path, tasks=pair, seed=5)
+    full = census_income(tmp_path, tasks=("income", "marital", "education"), seed=5)
+    for name, (_, y) in splits.items():
+        assert list(y) == list(pair)
+        for task in pair:  # the same rows in every split, whichever pair
+            np.testing.assert_array_equal(y[task], full[name][1][task])
+    # The third task's field stays a feature.
+    other = ({"income", "education"} - set(pair)).pop()
+    x, _ = splits["train"]
+    assert _has_column(x, full["train"][1][other])
+
+
+def test_mmoe_pairs_constant():
+    assert MMOE_TASK_PAIRS == (("income", "marital"), ("education", "marital"))

@@ -193,3 +193,44 @@ def test_keras_names_key_the_datasets_with_names_a_model_accepts():
     assert list(data.train) == tasks
     with pytest.raises(ValueError, match="split='dev'"):
         data.datasets("dev")
+
+
+def test_small_images_and_per_task_arrays(tmp_path):
+    characters = _fixture(tmp_path)
+    data = omniglot(str(tmp_path), num_alphabets=3, image_size=12, cache_dir=False)
+    assert data.image_size == 12
+    x, y = data.task_arrays("train")
+    assert list(x) == list(y) == ["Gujarati", "Sylheti", "Arcadian"]
+    for task, count in characters.items():
+        assert x[task].shape == (5 * count, 12, 12, 1) and x[task].dtype == np.float32
+        assert y[task].shape == (5 * count,) and y[task].max() == count - 1
+        assert 0.0 <= x[task].min() and x[task].max() <= 1.0 and x[task].max() > 0.5
+    x_test, _ = data.task_arrays("test", keras_names=False)
+    np.testing.assert_array_equal(x_test["Sylheti"], data.arrays["test"]["Sylheti"][0])
+    with pytest.raises(ValueError, match="split='dev'"):
+        data.task_arrays("dev")
+
+
+def test_per_task_batches_from_the_datasets(tmp_path):
+    from keras_branching.datasets import task_batches
+
+    _fixture(tmp_path)
+    data = omniglot(str(tmp_path), num_alphabets=3, image_size=10, cache_dir=False)
+    x, y = next(iter(task_batches(data.datasets("train", keras_names=True), 4, seed=0)))
+    assert list(x) == list(data.keras_names.values())
+    assert all(tuple(v.shape) == (4, 10, 10, 1) for v in x.values())
+    assert all(tuple(v.shape) == (4,) for v in y.values())
+
+
+def test_each_image_size_has_its_own_cache(tmp_path):
+    (tmp_path / "data").mkdir()
+    _fixture(tmp_path / "data")
+    for size in (12, 16, 12):
+        data = omniglot(
+            str(tmp_path / "data"),
+            num_alphabets=1,
+            image_size=size,
+            cache_dir=str(tmp_path / "cache"),
+        )
+        assert data.arrays["train"]["Gujarati"][0].shape[1:] == (size, size, 1)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -57,3 +57,29 @@ def test_rejects_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         synthetic_tasks(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"seed": -1}, "seed=-1"),
+        ({"seed": None}, "seed=None"),
+        ({"seed": 1.5}, "seed=1.5"),
+        ({"noise": float("inf")}, "noise=inf"),
+        ({"noise": float("nan")}, "noise=nan"),
+        ({"relatedness": float("nan")}, "relatedness=nan"),
+        ({"relatedness": True}, "relatedness=True"),
+    ],
+)
+def test_rejects_bad_seed_and_non_finite_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        synthetic_tasks(2, 2, 10, **kwargs)
+
+
+def test_three_groups_of_two_for_the_benchmark():
+    x, y, groups = synthetic_tasks(3, 2, 30, input_dim=16, seed=0)
+    assert [len(g) for g in groups] == [2, 2, 2] and len(y) == 6
+    again = synthetic_tasks(3, 2, 30, input_dim=16, seed=0)
+    np.testing.assert_array_equal(x, again[0])
+    for task in y:
+        np.testing.assert_array_equal(y[task], again[1][task])
