@@ -27,6 +27,7 @@ EXPECTED = [
     "allocation",
     "callbacks",
     "datasets",
+    "evaluation",
     "layers",
     "learn_to_branch",
     "naming",
