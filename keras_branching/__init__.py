@@ -29,6 +29,7 @@ from keras_branching import (
 from keras_branching.affinity import AffinityBranching
 from keras_branching.allocation import Allocation, AllocationBuilder, LearnedAllocation
 from keras_branching.builder import BranchedModelBuilder, read_tree
+from keras_branching.data_checks import DataError
 from keras_branching.layers import (
     AllocationMask,
     BranchPoint,
@@ -52,6 +53,7 @@ __all__ = [
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
+    "DataError",
     "GatedRoute",
     "GumbelRouter",
     "LearnToBranch",

@@ -11,9 +11,12 @@ class TaskModel(keras.Model):
 
     Every builder returns one. It is a plain functional model (construct it
     as `TaskModel(inputs, outputs)`; save, reload, export and serve it as
-    any other), except that `fit` checks its data first: `y` keyed by exactly
-    the task names, `x` and every `y` of one length, at least one example.
-    See `keras_branching.data_checks`.
+    any other), except that `fit` checks its data first
+    (`keras_branching.data_checks.check_data`): `y` keyed by exactly the
+    task names, `x` (every input, per-task inputs included), every `y` and
+    the sample weights of one length, at least one example, finite values;
+    `validation_data` the same way; a `tf.data.Dataset` on its element
+    structure and first batch.
 
     Example:
 
@@ -35,11 +38,12 @@ class TaskModel(keras.Model):
             return list(outputs)
         return list(self.output_names)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        if y is not None and not _is_dataset(x):
-            data_checks.check_arrays(x, y, self.task_names)
-        return super().fit(x, y, *args, **kwargs)
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, after checking the data.
 
-
-def _is_dataset(x):
-    return type(x).__module__.startswith(("tensorflow", "torch", "keras"))
+        Raises:
+            keras_branching.data_checks.DataError: for data that cannot be
+                trained on (see `keras_branching.data_checks.check_data`).
+        """
+        data_checks.check_fit_call(self.task_names, args, kwargs)
+        return super().fit(*args, **kwargs)

@@ -23,6 +23,7 @@ import os
 import keras
 import numpy as np
 
+from keras_branching import data_checks
 from keras_branching.tree import BranchingTree
 
 _PLAN_TYPES = {}
@@ -265,7 +266,7 @@ class Search:
 
     Subclasses set `builder_class` and implement `build_search_model` and
     `derive_plan`; they may add `search_callbacks`, `prepare_data`,
-    `details` and extend `get_config`.
+    `details`, `min_examples` and extend `get_config`.
 
     Args:
         builder: the builder of the method's plans (an instance of
@@ -323,6 +324,49 @@ class Search:
         """Method-specific results to keep in the `SearchResult` (JSON types)."""
         return {}
 
+    def min_examples(self, validation_data=None):
+        """The fewest training examples `search` accepts (default 1).
+
+        Override it in a method that needs more. It is applied to in-memory
+        `x` as `search` receives it (before `prepare_data`); a dataset's
+        size is not known up front, so only an empty one is rejected.
+
+        Args:
+            validation_data: the `validation_data` of the call (a method may
+                need fewer training examples when it is given).
+        """
+        del validation_data
+        return 1
+
+    def check_data(self, x, y=None, validation_data=None, sample_weight=None, min_examples=None):
+        """Checks the data before any training (`keras_branching.data_checks.check_data`).
+
+        `search` calls it first, before `prepare_data`, on the data it was
+        given. A subclass that transforms the data before calling
+        `Search.search` (e.g. holds some out) should call it first itself.
+
+        Args:
+            x, y, validation_data, sample_weight: as for `fit`.
+            min_examples: the fewest examples of `x`; `None` asks the
+                `min_examples` hook.
+
+        Raises:
+            keras_branching.data_checks.DataError: for `y` not keyed by
+                exactly `builder.task_names`, lengths that differ, fewer
+                than `min_examples` examples, or NaN/inf values.
+        """
+        if min_examples is None:
+            min_examples = self.min_examples(validation_data)
+        data_checks.check_data(
+            x,
+            y,
+            list(self.builder.task_names),
+            sample_weight=sample_weight,
+            validation_data=validation_data,
+            min_examples=min_examples,
+            who=type(self).__name__,
+        )
+
     def get_config(self):
         """The search's settings, in JSON types."""
         return {"seed": self.seed}
@@ -361,6 +405,8 @@ class Search:
             A `SearchResult`.
 
         Raises:
+            keras_branching.data_checks.DataError: for data that cannot be
+                trained on, before any training (see `check_data`).
             DivergenceError: if the loss or any weight becomes non-finite.
         """
         # A failed call leaves no earlier plan behind: `result` is this
@@ -369,6 +415,9 @@ class Search:
         self.model = None
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
+        # The data as the user gave it, before `prepare_data` reshapes it, so
+        # messages name the user's keys.
+        self.check_data(x, y, validation_data, fit_kwargs.get("sample_weight"))
         x, y, validation_data = self.prepare_data(x, y, validation_data)
         model = self.build_search_model()
         self.model = model

@@ -1,25 +1,95 @@
 """`Task`: one prediction target of a multi-task model."""
 
+import math
 import numbers
+import re
 
 import keras
 
 from keras_branching import naming
+
+NAME_RULE = (
+    "an ASCII letter, then ASCII letters, digits, `_`, `-` or `.` "
+    "(names Keras and TensorFlow accept in scopes, metric names and SavedModel "
+    "signatures)"
+)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+# Metric names `compile` resolves itself from the loss, not `keras.metrics.get`.
+_COMPILE_METRICS = ("accuracy", "acc", "crossentropy", "ce")
+
+
+def check_task_name(name):
+    """`name` if it is a task name Keras can use everywhere; else an error with the rule.
+
+    The rule: an ASCII letter, then ASCII letters, digits, `_`, `-` or `.`.
+    Such a name works unchanged as an output key, layer and metric name,
+    TensorFlow scope and SavedModel signature key, on every backend.
+
+    Raises:
+        TypeError: if `name` is not a non-empty string.
+        ValueError: if it breaks the rule.
+
+    Example:
+
+    >>> check_task_name("Anglo-Saxon_Futhorc")
+    'Anglo-Saxon_Futhorc'
+    >>> check_task_name("a b")
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected a task name of an ASCII letter, then ...
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"Expected `name` to be a non-empty string. Received: name={name!r} "
+            f"(of type {type(name).__name__})"
+        )
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"Expected a task name of {NAME_RULE}. Received: name={name!r}. "
+            "`keras_branching._validation.sanitize_name` maps other characters to `_`."
+        )
+    return name
+
+
+def _resolve(kind, getter, value, task):
+    """Checks that `getter` (`keras.losses.get`, `keras.metrics.get`) knows `value`."""
+    try:
+        resolved = getter(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"Expected a {kind} Keras knows (a name, a function or an object) for task "
+            f"{task!r}. Received: {value!r} ({error})"
+        ) from None
+    if resolved is None:
+        raise ValueError(f"Expected a {kind} for task {task!r}. Received: {value!r}")
+    return resolved
 
 
 class Task:
     """One task of a multi-task model: its name, head, loss and metrics.
 
     Args:
-        name: the task's name; also the key of its output and target.
+        name: the task's name; also the key of its output and target. It
+            must start with an ASCII letter and hold only ASCII letters,
+            digits, `_`, `-` and `.` (see `check_task_name`).
         head: a zero-argument callable returning a fresh Keras layer (or
             model) that maps the last block's output to the task's
             prediction. It is called once per built model, so each model
             gets its own head weights.
         loss: any loss `keras.Model.compile` accepts (a name, a function or
-            a `keras.losses.Loss`).
-        metrics: optional list of metrics for this task.
-        loss_weight: the task's weight in the total loss (a number >= 0).
+            a `keras.losses.Loss`); checked with `keras.losses.get` here,
+            and kept as given for `compile`.
+        metrics: optional list of metrics for this task (names, functions or
+            `keras.metrics.Metric`s; checked with `keras.metrics.get`).
+        loss_weight: the task's weight in the total loss (a finite number
+            >= 0).
+
+    Raises:
+        TypeError: for a name that is not a string, a `head` that is not
+            callable, or `metrics` that is not a list.
+        ValueError: for a name that breaks the rule (the message states
+            it), a loss or metric Keras does not know (naming the task), or
+            a `loss_weight` that is negative, NaN or infinite.
 
     Example:
 
@@ -30,8 +100,7 @@ class Task:
     """
 
     def __init__(self, name, head, loss, metrics=None, loss_weight=1.0):
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"Expected `name` to be a non-empty string. Received: name={name!r}")
+        name = check_task_name(name)
         if not callable(head):
             raise TypeError(
                 "Expected `head` to be a zero-argument callable that returns a "
@@ -39,18 +108,24 @@ class Task:
             )
         if loss is None:
             raise ValueError(f"Expected a `loss` for task {name!r}. Received: loss=None")
+        _resolve("loss", keras.losses.get, loss, name)
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             raise TypeError(
                 "Expected `metrics` to be a list or None. "
                 f"Received: metrics={metrics!r} for task {name!r}"
             )
+        for metric in metrics or []:
+            if isinstance(metric, str) and metric.lower() in _COMPILE_METRICS:
+                continue
+            _resolve("metric", keras.metrics.get, metric, name)
         if (
             isinstance(loss_weight, bool)
             or not isinstance(loss_weight, numbers.Real)
+            or not math.isfinite(loss_weight)
             or loss_weight < 0
         ):
             raise ValueError(
-                "Expected `loss_weight` to be a number >= 0. "
+                "Expected `loss_weight` to be a finite number >= 0. "
                 f"Received: loss_weight={loss_weight!r} for task {name!r}"
             )
         self.name = name

@@ -12,6 +12,7 @@ EXPECTED = [
     "BranchPoint",
     "BranchedModelBuilder",
     "BranchingTree",
+    "DataError",
     "GatedRoute",
     "GumbelRouter",
     "LearnToBranch",

@@ -1,5 +1,6 @@
 """`mask_missing`: train on examples that lack some of their task labels."""
 
+import math
 import numbers
 
 import numpy as np
@@ -17,7 +18,23 @@ def _check_missing_value(missing_value):
             "Expected `missing_value` to be None (NaN marks a missing label), a number, "
             f"or a dict of those per task. Received: missing_value={missing_value!r}"
         )
+    if missing_value is not None and math.isnan(missing_value):
+        raise ValueError(
+            "Expected `missing_value` to be None to mark NaN labels as missing (NaN never "
+            f"equals NaN, so nothing would be masked). Received: missing_value={missing_value!r}"
+        )
     return missing_value
+
+
+def _check_known_tasks(missing_value, tasks):
+    """Rejects `missing_value` dict keys that are not task names (a misspelling)."""
+    if isinstance(missing_value, dict):
+        unknown = [t for t in missing_value if t not in tasks]
+        if unknown:
+            raise ValueError(
+                f"Unknown tasks {unknown} in `missing_value`. Expected keys among "
+                f"{list(tasks)}. Received: missing_value={missing_value!r}"
+            )
 
 
 def _missing_value_of(missing_value, task):
@@ -30,6 +47,11 @@ def _check_fill_value(fill_value):
     if isinstance(fill_value, bool) or not isinstance(fill_value, numbers.Real):
         raise TypeError(
             f"Expected `fill_value` to be a number. Received: fill_value={fill_value!r}"
+        )
+    if not math.isfinite(fill_value):
+        raise ValueError(
+            "Expected a finite `fill_value` (a missing label's loss is multiplied by 0, "
+            f"but NaN or inf times 0 is NaN). Received: fill_value={fill_value!r}"
         )
     return fill_value
 
@@ -144,9 +166,9 @@ def mask_missing(x, y=None, sample_weight=None, missing_value=None, fill_value=0
             array for every task, or a dict keyed by task (numpy form).
         missing_value: `None` (NaN marks a missing label; integer labels are
             then never missing), a number, or a dict of those per task.
-        fill_value: the value written in place of a missing label; it must
-            be a valid label for the loss (its loss is multiplied by 0, but
-            NaN times 0 is still NaN).
+        fill_value: the value written in place of a missing label; a
+            finite number that is a valid label for the loss (its loss is
+            multiplied by 0, but NaN times 0 is still NaN).
 
     Returns:
         `(x, y, sample_weight)` for numpy data, or a `tf.data.Dataset` of
@@ -154,7 +176,10 @@ def mask_missing(x, y=None, sample_weight=None, missing_value=None, fill_value=0
 
     Raises:
         TypeError: if `y` is not a dict, or for arguments of the wrong type.
-        ValueError: if a label is partly missing, or lengths differ.
+        ValueError: if a label is partly missing, lengths differ, a
+            `missing_value` or `sample_weight` dict names a task `y` does not
+            have, `fill_value` is NaN or inf, or `missing_value` is NaN (use
+            None for NaN).
 
     Example:
 
@@ -181,6 +206,7 @@ def mask_missing(x, y=None, sample_weight=None, missing_value=None, fill_value=0
             "Expected `y` to be a dict of label arrays keyed by task name. "
             f"Received: y of type {type(y).__name__}"
         )
+    _check_known_tasks(missing_value, list(y))
     lengths = {t: len(np.asarray(v)) for t, v in y.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"Expected every task's labels to have the same length. Got {lengths}")
@@ -198,6 +224,10 @@ def mask_missing(x, y=None, sample_weight=None, missing_value=None, fill_value=0
 
 def _mask_dataset(dataset, missing_value, fill_value):
     import tensorflow as tf
+
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) in (2, 3) and isinstance(spec[1], dict):
+        _check_known_tasks(missing_value, list(spec[1]))
 
     def mask(*element):
         if len(element) not in (2, 3) or not isinstance(element[1], dict):

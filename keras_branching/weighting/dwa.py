@@ -23,7 +23,11 @@ class DynamicWeightAverage(LossWeighting):
 
     The update runs in a callback that `WeightedModel.fit` adds by itself
     (`callbacks()`); it reads the per-task losses `WeightedModel` logs as
-    `"{task}_loss"`. `update(losses)` applies one update by hand.
+    `"{task}_loss"`. `update(losses)` applies one update by hand. The
+    state the update needs (the last two epochs' losses, the number of
+    epochs seen) lives in variables, so a model saved to `.keras` (or
+    backed up by `keras.callbacks.BackupAndRestore`) and reloaded resumes
+    exactly where it stopped.
 
     Args:
         tasks: the task names (for example `builder.task_names`).
@@ -49,7 +53,21 @@ class DynamicWeightAverage(LossWeighting):
             trainable=False,
             name="task_weights",
         )
-        self.history = []
+        # The state the update needs, in variables so that a saved and
+        # reloaded model (or `BackupAndRestore`) resumes where it stopped.
+        self.loss_history = self.add_weight(
+            shape=(2, self.num_tasks),
+            initializer="zeros",
+            trainable=False,
+            name="loss_history",
+        )
+        self.epochs_seen = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="epochs_seen",
+        )
         self.built = True
 
     def task_weights(self):
@@ -58,11 +76,18 @@ class DynamicWeightAverage(LossWeighting):
     def update(self, losses):
         """Records one epoch's mean task losses and updates the weights.
 
+        The last two epochs' losses are kept in the variable `loss_history`
+        (shape `(2, num_tasks)`, the last epoch second) and the number of
+        epochs recorded in `epochs_seen`, so they are saved with the model.
+
         Args:
-            losses: `{task: mean loss of the epoch}` (every task).
+            losses: `{task: mean loss of the epoch}` (every task; finite).
 
         Returns:
             The new weights, a `{task: float}` dict.
+
+        Raises:
+            ValueError: if a task's loss is missing or not finite.
         """
         missing = [t for t in self.tasks if t not in losses]
         if missing:
@@ -70,9 +95,18 @@ class DynamicWeightAverage(LossWeighting):
                 f"Expected an epoch loss for every task; missing {missing}. "
                 f"Received: losses={losses!r}"
             )
-        self.history.append(np.array([float(losses[t]) for t in self.tasks]))
-        if len(self.history) >= 2:
-            ratios = self.history[-1] / np.maximum(self.history[-2], 1e-12)
+        current = np.array([float(np.mean(losses[t])) for t in self.tasks], "float32")
+        if not np.all(np.isfinite(current)):
+            bad = [t for t, v in zip(self.tasks, current) if not np.isfinite(v)]
+            raise ValueError(
+                f"Expected finite epoch losses. Received: losses={losses!r} (not finite for {bad})"
+            )
+        previous = keras.ops.convert_to_numpy(self.loss_history)[1]
+        seen = int(keras.ops.convert_to_numpy(self.epochs_seen)) + 1
+        self.loss_history.assign(np.stack([previous, current]))
+        self.epochs_seen.assign(seen)
+        if seen >= 2:
+            ratios = current.astype("float64") / np.maximum(previous.astype("float64"), 1e-12)
             logits = ratios / self.temperature
             weights = np.exp(logits - logits.max())
             self.weight_variable.assign(self.num_tasks * weights / weights.sum())

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_branching import data_checks
 from keras_branching.weighting.base import LossWeighting, num_replicas
 
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
@@ -140,11 +141,18 @@ class WeightedModel(keras.Model):
         config = super().get_compile_config()
         if config is not None and self._loss_arguments is not None:
             config.update(keras.saving.serialize_keras_object(self._loss_arguments))
+            # Whether the saved optimizer has its slot variables: a model
+            # saved before training has none, and the reload must match.
+            config["optimizer_built"] = bool(getattr(self.optimizer, "built", False))
         return config
 
     def compile_from_config(self, config):
+        config = dict(config)
+        optimizer_built = config.pop("optimizer_built", True)
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
+        if self.built and optimizer_built:
+            # Create the optimizer's variables so the saved state (step
+            # count, moments) loads into them and training resumes exactly.
             self.optimizer.build(self.trainable_variables)
 
     # The loss.
@@ -261,7 +269,16 @@ class WeightedModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, with the weighting scheme's callbacks added."""
+        """`keras.Model.fit`, after checking the data, with the scheme's callbacks added.
+
+        The data is checked as `TaskModel.fit` checks it
+        (`keras_branching.data_checks.check_data`).
+
+        Raises:
+            keras_branching.data_checks.DataError: for data that cannot be
+                trained on.
+        """
+        data_checks.check_fit_call(list(self.weighting.tasks), args, kwargs)
         extra = self.weighting.callbacks()
         if extra:
             if len(args) > 5:  # callbacks given positionally

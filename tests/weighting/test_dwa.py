@@ -43,7 +43,7 @@ def test_fit_updates_weights_each_epoch():
     assert history["b_weight"][2] > 1.0 > history["a_weight"][2]
     weights = weighted.weighting.weights_dict()
     assert weights["b"] > weights["a"]
-    assert len(weighted.weighting.history) == 4
+    assert int(weighted.weighting.epochs_seen.numpy()) == 4
 
 
 def test_callback_needs_logged_task_losses():
