@@ -26,12 +26,17 @@ def block_name(block, group, num_tasks):
     Reads `block1_a-b` (1-based block, task names); long groups read
     `block1_a-b-c-d-12more`; a group of every task reads `block1_shared`.
     """
+    return f"block{block + 1}_" + group_label(group, num_tasks)
+
+
+def group_label(group, num_tasks):
+    """A group of tasks in a layer name: `a-b`, `a-b-c-d-12more`, or `shared` for every task."""
     if len(group) == num_tasks and num_tasks > 1:
-        return f"block{block + 1}_shared"
+        return "shared"
     names = [sanitize(t) for t in group]
     if len(names) > _MAX_NAME_TASKS:
         names = names[:_MAX_NAME_TASKS] + [f"{len(group) - _MAX_NAME_TASKS}more"]
-    return f"block{block + 1}_" + "-".join(names)
+    return "-".join(names)
 
 
 def head_name(task):
@@ -60,6 +65,12 @@ def supernet_node_name(block, node):
 def router_name(block):
     """The `GumbelRouter` that picks the parents of supernet layer `block` (0-based)."""
     return f"router_block{block + 1}"
+
+
+def router_output_name(block, child):
+    """Output `child` (0-based) of the router of supernet layer `block` (0-based), as the
+    source of a `SplitTaskBatches`."""
+    return f"{router_name(block)}_{child}"
 
 
 # Routing models.
@@ -95,6 +106,30 @@ def input_name(task):
     return sanitize(task)
 
 
+def join_batches_name(source, group, num_tasks):
+    """The `JoinTaskBatches` joining the rows of the tasks of `group` taken from `source`.
+
+    `source` is the name of the layer whose output (or `SHARED_INPUT` for
+    the tasks' inputs) is joined: `inputs_for_a-b`, `expert_1_0_for_a-c`.
+    """
+    return f"{source}_for_{group_label(group, num_tasks)}"
+
+
+def split_batches_name(source):
+    """The `SplitTaskBatches` cutting the output of the layer `source` into its tasks' rows."""
+    return f"{source}_by_task"
+
+
+def unique_name(name, taken):
+    """`name`, or `name_1`, `name_2`... if `taken` (a set of names, updated) already holds it."""
+    candidate, index = name, 0
+    while candidate in taken:
+        index += 1
+        candidate = f"{name}_{index}"
+    taken.add(candidate)
+    return candidate
+
+
 # Allocation networks.
 
 
@@ -122,16 +157,88 @@ def empty_allocation_name(layer, task):
 
 # Reading structure back from the functional graph.
 
+JOIN_CLASS = "JoinTaskBatches"
+SPLIT_CLASS = "SplitTaskBatches"
+
+
+def _history(argument):
+    """Name of the layer that made a serialised Keras tensor, or None."""
+    if isinstance(argument, dict) and argument.get("class_name") == "__keras_tensor__":
+        return argument["config"]["keras_history"][0]
+    return None
+
 
 def _inbound_layer(layer_config):
     """Name of the layer feeding `layer_config` (its single input), or None."""
     nodes = layer_config.get("inbound_nodes") or []
     if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
         return None
-    arg = nodes[0]["args"][0]
-    if not isinstance(arg, dict) or arg.get("class_name") != "__keras_tensor__":
+    return _history(nodes[0]["args"][0])
+
+
+def _inbound_layers(layer_config):
+    """Names of the layers feeding a layer called once on a list of tensors, or None."""
+    nodes = layer_config.get("inbound_nodes") or []
+    if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
         return None
-    return arg["config"]["keras_history"][0]
+    argument = nodes[0]["args"][0]
+    if not isinstance(argument, list) or not argument:
+        return None
+    names = [_history(a) for a in argument]
+    return None if any(n is None for n in names) else names
+
+
+def data_source(layers, name, task_input=None):
+    """The layer whose output carries the data that the layer `name` passes on.
+
+    For a single-input layer, its input; for a `SplitTaskBatches`, the joined
+    tensor it cuts (not its size references); for a `JoinTaskBatches`, the
+    member that leads back to the input layer named `task_input` (None if
+    no member does, or `task_input` is None).
+
+    Args:
+        layers: `{layer name: layer config}` of a functional model's config.
+        name: a layer name.
+        task_input: the name of the input layer of the task being followed.
+
+    Returns:
+        A layer name, or None where the data does not come from one layer.
+    """
+    config = layers[name]
+    kind = config["class_name"]
+    if kind == SPLIT_CLASS:
+        members = _inbound_layers(config)
+        return None if members is None else members[0]
+    if kind == JOIN_CLASS:
+        members = _inbound_layers(config) or []
+        return next((m for m in members if _reaches(layers, m, task_input)), None)
+    return _inbound_layer(config)
+
+
+def _reaches(layers, name, target):
+    """Whether the data path back from the layer `name` reaches the layer `target`."""
+    while name is not None and target is not None:
+        if name == target:
+            return True
+        config = layers[name]
+        if config["class_name"] == "InputLayer":
+            return False
+        if config["class_name"] == JOIN_CLASS:
+            return any(_reaches(layers, m, target) for m in _inbound_layers(config) or [])
+        name = data_source(layers, name)
+    return False
+
+
+def task_inputs(config, tasks):
+    """`{task: name of its input layer}` in a model with one input per task, else None.
+
+    The model's input dict is keyed by `input_name(task)` (how every builder
+    keys it), so this reads the key, not a layer name.
+    """
+    inputs = config.get("input_layers")
+    if not isinstance(inputs, dict):
+        return None
+    return {t: inputs[input_name(t)][0] for t in tasks if input_name(t) in inputs}
 
 
 def task_block_chains(model, skip_classes=("BranchPoint",)):
@@ -139,7 +246,11 @@ def task_block_chains(model, skip_classes=("BranchPoint",)):
 
     Walks the functional config (so it works on models reloaded from
     `.keras`) from each output's head back to the input, through
-    single-input layers, skipping the classes in `skip_classes`.
+    single-input layers, skipping the classes in `skip_classes`. In a model
+    with one input per task it also passes through the `SplitTaskBatches`
+    that cut a joined batch (following the joined tensor) and the
+    `JoinTaskBatches` that join the tasks' batches (following the member
+    that carries the task's own rows), back to the task's input.
 
     Args:
         model: a functional model whose output is a dict keyed by task.
@@ -159,14 +270,17 @@ def task_block_chains(model, skip_classes=("BranchPoint",)):
             f"(as `BranchedModelBuilder.build` makes). Received outputs: {outputs!r}"
         )
     layers = {layer["name"]: layer for layer in config["layers"]}
+    own_inputs = task_inputs(config, list(outputs)) or {}
+    passing = (*skip_classes, SPLIT_CLASS, JOIN_CLASS)
     chains = {}
     for task, (head, _, _) in outputs.items():
+        own = own_inputs.get(task)
         chain, name = [], _inbound_layer(layers[head])
         while name is not None and layers[name]["class_name"] != "InputLayer":
-            if layers[name]["class_name"] not in skip_classes:
+            if layers[name]["class_name"] not in passing:
                 chain.append(name)
-            name = _inbound_layer(layers[name])
-        if name is None:
+            name = data_source(layers, name, own)
+        if name is None or (own is not None and name != own):
             raise ValueError(
                 f"The output of task {task!r} does not come from a chain of "
                 "single-input layers back to the model's input; this model was not "

@@ -6,15 +6,11 @@ import numpy as np
 from keras_branching import naming
 from keras_branching._validation import check_tasks
 from keras_branching.allocation.plan import Allocation
+from keras_branching.builder import TaskInputs, seeded_layers
 from keras_branching.layers.empty_allocation import EmptyAllocation
 from keras_branching.models import TaskModel
+from keras_branching.search import check_seed
 from keras_branching.task import compile_for_tasks, fresh_optimizer
-
-
-def _is_shape(shape):
-    return isinstance(shape, (tuple, list)) and all(
-        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape
-    )
 
 
 class AllocationBuilder:
@@ -38,7 +34,14 @@ class AllocationBuilder:
     `dict.fromkeys(task_names, shape)` for one shape). Per-task inputs are
     keyed by `input_names[task]`: the task name with the characters Keras
     rejects in names replaced by `_` (the task name itself for names of
-    letters, digits and `_.-`).
+    letters, digits and `_.-`). `keras_branching.builder.TaskInputs` reads
+    `inputs`, as for every builder. Per-task inputs may differ in shape
+    here: a component shared by several tasks is called once per task
+    (one set of weights).
+
+    Seeds: with `seed` an int, `build(plan)` gives the same initial weights
+    every time, in any process, without a global seed (see
+    `BranchedModelBuilder`, which says what is and is not covered).
 
     Args:
         inputs: the input shape (a tuple without the batch axis) of the one
@@ -53,6 +56,7 @@ class AllocationBuilder:
             does).
         optimizer: an optimizer name or instance for `compile` (the paper
             trains with Adam at 1e-4). An instance is cloned for every model.
+        seed: None or an int making `build` reproducible.
 
     Raises:
         TypeError: for a bad `inputs`, `layers` or `tasks`.
@@ -79,37 +83,17 @@ class AllocationBuilder:
     True
     """
 
-    def __init__(self, inputs, layers, tasks, optimizer="adam"):
+    def __init__(self, inputs, layers, tasks, optimizer="adam", seed=None):
         tasks = check_tasks(tasks)
         self.tasks = list(tasks)
-        self.input_names = {t.name: naming.input_name(t.name) for t in tasks}
-        if len(set(self.input_names.values())) != len(tasks):
-            raise ValueError(
-                "Expected task names that stay distinct once the characters Keras rejects "
-                f"in names are replaced by `_`. Received: {list(self.input_names)} -> "
-                f"{list(self.input_names.values())}"
-            )
-        self.input_shapes = self._check_inputs(inputs, self.task_names)
-        self.per_task_inputs = isinstance(inputs, dict)
+        self.seed = check_seed(seed)
+        self._inputs = TaskInputs(inputs, self.task_names)
+        self.input_names = dict(self._inputs.input_names)
+        self.input_shapes = dict(self._inputs.shapes)
+        self.per_task_inputs = self._inputs.per_task
         self.layers = self._check_layers(layers)
         self.optimizer = optimizer
         self._sizes = None
-
-    @staticmethod
-    def _check_inputs(inputs, names):
-        if _is_shape(inputs):
-            return {name: tuple(inputs) for name in names}
-        if isinstance(inputs, dict) and all(_is_shape(s) for s in inputs.values()):
-            if set(inputs) != set(names):
-                raise ValueError(
-                    f"Expected one input shape per task {list(names)}. "
-                    f"Received shapes for {sorted(inputs)}"
-                )
-            return {name: tuple(inputs[name]) for name in names}
-        raise TypeError(
-            "Expected `inputs` to be a shape tuple of positive ints (without the "
-            f"batch axis) or a dict of them keyed by task. Received: inputs={inputs!r}"
-        )
 
     @staticmethod
     def _check_layers(layers):
@@ -224,18 +208,11 @@ class AllocationBuilder:
     def make_inputs(self):
         """Fresh `keras.Input`s, in a dict keyed by task (one tensor for every task
         unless the inputs are per task)."""
-        if not self.per_task_inputs:
-            x = keras.Input(self.input_shapes[self.task_names[0]], name=naming.SHARED_INPUT)
-            return dict.fromkeys(self.task_names, x)
-        return {
-            t: keras.Input(self.input_shapes[t], name=self.input_names[t]) for t in self.task_names
-        }
+        return self._inputs.make()
 
     def model_inputs(self, inputs):
         """The `inputs` of `keras.Model` from `make_inputs()`'s dict."""
-        if not self.per_task_inputs:
-            return inputs[self.task_names[0]]
-        return {self.input_names[t]: x for t, x in inputs.items()}
+        return self._inputs.model_inputs(inputs)
 
     # Building.
 
@@ -331,9 +308,10 @@ class AllocationBuilder:
                 cache[key] = self.make_layer(index, component, owner)
             return cache[key]
 
-        heads = {t: self.make_head(t) for t in self.task_names}
         name = "independent_network" if allocation.independent else "static_network"
-        model = self.static_graph(allocation, get_layer, heads, name)
+        with seeded_layers(self.seed, salt="allocation"):
+            heads = {t: self.make_head(t) for t in self.task_names}
+            model = self.static_graph(allocation, get_layer, heads, name)
         if compile:
             self.compile(model, **compile_kwargs)
         return model

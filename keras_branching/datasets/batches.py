@@ -6,9 +6,14 @@ def task_batches(datasets, batch_size, shuffle=True, seed=None, repeat=True):
 
     For tasks with their own examples (for example one Omniglot alphabet per
     task), as learned parameter allocation trains: every step holds one
-    batch of each task. This helper works on `tf.data` only (it imports
-    TensorFlow when called); the resulting dataset feeds `fit` on every
-    backend.
+    batch of each task. It feeds the models of every builder made with
+    per-task inputs (`inputs` a dict of shapes: `BranchedModelBuilder`,
+    `build_supernet`, `RoutingModelBuilder`, `AllocationBuilder`), whose
+    input keys are the task names. Without `repeat`, the last batches of
+    tasks of different sizes differ in size; those models take that. This
+    helper works on `tf.data` only (it imports TensorFlow when called); the
+    resulting dataset feeds `fit` on every backend (pass `shuffle=False` to
+    `fit`, which cannot shuffle a dataset).
 
     Args:
         datasets: dict keyed by task of unbatched `tf.data.Dataset`s of

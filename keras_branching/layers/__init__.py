@@ -7,6 +7,7 @@ from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.layers.joint_components import JointComponents
 from keras_branching.layers.supernet_route import SupernetRoute
+from keras_branching.layers.task_batches import JoinTaskBatches, SplitTaskBatches
 
 __all__ = [
     "AllocationMask",
@@ -14,6 +15,8 @@ __all__ = [
     "EmptyAllocation",
     "GatedRoute",
     "GumbelRouter",
+    "JoinTaskBatches",
     "JointComponents",
+    "SplitTaskBatches",
     "SupernetRoute",
 ]

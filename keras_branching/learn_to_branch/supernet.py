@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_branching import naming
+from keras_branching.builder import _TaskRows, seeded_layers
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.optimizers import ArchitectureOptimizer
 from keras_branching.search import check_seed
@@ -92,6 +93,17 @@ def build_supernet(
     link consecutive layers; task `t` (in the builder's order) reads node
     `t` of the last layer through its head.
 
+    With a builder whose inputs are per task (a dict of shapes), the
+    supernet takes a dict of inputs keyed by `builder.input_names`: the
+    tasks' batches are joined once (`JoinTaskBatches`) and every node up
+    to the last layer runs on the joined batch (any task may come to use
+    any node); the last layer's node `t` runs on task `t`'s rows only,
+    cut from its router output by `SplitTaskBatches`.
+
+    With `builder.seed` an int, the blocks' and heads' initial weights (and
+    the routers' noise, unless `seed` is given) are the same in every
+    process (see `BranchedModelBuilder`).
+
     Args:
         builder: a `BranchedModelBuilder`.
         widths: number of nodes per block; the last must equal the number
@@ -138,11 +150,29 @@ def build_supernet(
         optimizer = ArchitectureOptimizer.with_learning_rate(
             builder.fresh_optimizer(), router_learning_rate
         )
-    inputs = builder.make_input()
+    with seeded_layers(builder.seed, salt="supernet"):
+        inputs, outputs = _supernet_graph(builder, widths, temperature, seed)
+    model = keras.Model(builder.model_inputs(inputs), outputs, name="supernet")
+    if compile:
+        builder.compile(model, optimizer=optimizer, **compile_kwargs)
+    return model
+
+
+def _supernet_graph(builder, widths, temperature, seed):
+    """The supernet's inputs (a dict keyed by task) and outputs."""
+    tasks = builder.task_names
+    inputs = builder.make_inputs()
+    per_task = builder.per_task_inputs
+    rows = _TaskRows(inputs, len(tasks), set())
+    last = len(widths) - 1
     nodes = []
     for block, width in enumerate(widths):
-        if block == 0:
-            parents = [inputs] * width
+        if block == 0 and per_task and block == last:
+            parents = [inputs[t] for t in tasks]  # one node per task, on its own batch
+        elif block == 0 and per_task:
+            parents = [rows.join(inputs, tasks, naming.SHARED_INPUT)] * width
+        elif block == 0:
+            parents = [inputs[tasks[0]]] * width
         else:
             router = GumbelRouter(
                 width,
@@ -151,6 +181,11 @@ def build_supernet(
                 name=naming.router_name(block),
             )
             parents = router(nodes)
+            if per_task and block == last:
+                parents = [
+                    rows.rows(x, tasks, (t,), naming.router_output_name(block, c))
+                    for c, (x, t) in enumerate(zip(parents, tasks))
+                ]
         nodes = [
             builder.make_block(block, copy_index=c, name=naming.supernet_node_name(block, c))(
                 parent
@@ -162,10 +197,7 @@ def build_supernet(
         head = builder.make_head(task)
         head.name = naming.head_name(task.name)
         outputs[task.name] = head(nodes[t])
-    model = keras.Model(inputs, outputs, name="supernet")
-    if compile:
-        builder.compile(model, optimizer=optimizer, **compile_kwargs)
-    return model
+    return inputs, outputs
 
 
 # Reading the structure back from the functional graph.
@@ -194,6 +226,15 @@ def _single_input(layer_config):
     if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
         return None
     return _history(nodes[0]["args"][0])
+
+
+def _split_source(layer_config):
+    """`(layer name, tensor index)` of the joined tensor a `SplitTaskBatches` cuts, or None."""
+    nodes = layer_config.get("inbound_nodes") or []
+    if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
+        return None
+    argument = nodes[0]["args"][0]
+    return _history(argument[0]) if isinstance(argument, list) and argument else None
 
 
 def _router_parents(layer_config):
@@ -236,7 +277,12 @@ class _Structure:
         self.feeds, self.parents, self.last_nodes = {}, {}, {}
         for task, (head, _, _) in outputs.items():
             source = _single_input(layers[head])
-            if source is None or layers[source[0]]["class_name"] in ("InputLayer", "GumbelRouter"):
+            if source is None or layers[source[0]]["class_name"] in (
+                "InputLayer",
+                "GumbelRouter",
+                naming.JOIN_CLASS,
+                naming.SPLIT_CLASS,
+            ):
                 raise _not_a_supernet(supernet, f"the head of task {task!r} reads no node")
             self.last_nodes[task] = source[0]
             self._visit_node(supernet, layers, source[0])
@@ -258,7 +304,13 @@ class _Structure:
             raise _not_a_supernet(supernet, f"the layer {node!r} does not have a single input")
         name, index = source
         kind = layers[name]["class_name"]
-        if kind == "InputLayer":
+        if kind == naming.SPLIT_CLASS:  # per-task inputs: the rows of one task
+            source = _split_source(layers[name])
+            if source is None:
+                raise _not_a_supernet(supernet, f"cannot read what the layer {name!r} splits")
+            name, index = source
+            kind = layers[name]["class_name"]
+        if kind in ("InputLayer", naming.JOIN_CLASS):
             self.feeds[node] = None
             return
         if kind != "GumbelRouter":

@@ -1,7 +1,7 @@
 """`RoutingModelBuilder`: turns a `RoutingPlan` into a Keras model."""
 
 from keras_branching import naming
-from keras_branching.builder import BranchedModelBuilder
+from keras_branching.builder import BranchedModelBuilder, _TaskRows, seeded_layers
 from keras_branching.layers.gated_route import GatedRoute
 from keras_branching.models import TaskModel
 from keras_branching.routing.plan import INPUT, RoutingPlan
@@ -27,10 +27,23 @@ class RoutingModelBuilder:
     gate in front of it, `tower_gate_name(task)` for the gate in front of a
     tower and `head_name(task)` for the tower itself.
 
+    Inputs follow `inputs`, as for `BranchedModelBuilder`: one shape gives
+    one input every task reads; a dict of shapes keyed by task gives one
+    input per task (a dict keyed by `input_names[task]`). Each sub-network
+    then runs once, on the joined batches of the tasks whose towers depend
+    on it (`JoinTaskBatches`), and each gate reads the rows of the tasks it
+    serves (cut with `SplitTaskBatches` where fewer tasks read on); when
+    every task gets the same batch, the model computes what the one-input
+    model computes.
+
+    Seeds: with `seed` an int, `build(plan)` gives the same initial weights
+    every time, in any process, without a global seed (see
+    `BranchedModelBuilder`, which says what is and is not covered).
+
     Args:
-        inputs: a `keras.Input` or a shape tuple (without the batch axis).
-            Gate queries read the input, so it must be a batch of vectors
-            if any plan queries it.
+        inputs: a `keras.Input`, a shape tuple (without the batch axis), or
+            a dict of one shape tuple per task. Gate queries read the
+            input, so it must be a batch of vectors if any plan queries it.
         experts: list of zero-argument callables, one per layer, each
             returning a fresh Keras layer (or model) every time it is
             called. Layer instances are also accepted and cloned with their
@@ -39,6 +52,7 @@ class RoutingModelBuilder:
             have one output shape and can be gated together.
         tasks: list of `keras_branching.Task`; `Task.head` builds the tower.
         optimizer: an optimizer name or instance for `compile`.
+        seed: None or an int making `build` reproducible.
 
     Example:
 
@@ -60,13 +74,28 @@ class RoutingModelBuilder:
     True
     """
 
-    def __init__(self, inputs, experts, tasks, optimizer="adam"):
+    def __init__(self, inputs, experts, tasks, optimizer="adam", seed=None):
         # The branched builder validates and owns the shared pieces: the
         # input, the per-layer factories (its "blocks"), the tasks' heads
         # and compilation.
-        self._base = BranchedModelBuilder(inputs, experts, tasks, optimizer=optimizer)
+        self._base = BranchedModelBuilder(inputs, experts, tasks, optimizer=optimizer, seed=seed)
         self._sizes = None
         self._gate_sizes = {}
+
+    @property
+    def seed(self):
+        """The builder's seed (None or an int)."""
+        return self._base.seed
+
+    @property
+    def per_task_inputs(self):
+        """Whether the models take one input per task (a dict keyed by `input_names`)."""
+        return self._base.per_task_inputs
+
+    @property
+    def input_names(self):
+        """`{task: key of its input}` in a model with per-task inputs."""
+        return self._base.input_names
 
     @property
     def tasks(self):
@@ -84,8 +113,17 @@ class RoutingModelBuilder:
         return self._base.num_blocks
 
     def make_input(self):
-        """A fresh `keras.Input` matching the builder's input."""
+        """A fresh `keras.Input` matching the builder's input (for per-task inputs:
+        one input of the tasks' common shape)."""
         return self._base.make_input()
+
+    def make_inputs(self):
+        """Fresh `keras.Input`s in a dict keyed by task (see `BranchedModelBuilder`)."""
+        return self._base.make_inputs()
+
+    def model_inputs(self, inputs):
+        """The `inputs` of `keras.Model` from `make_inputs()`'s dict."""
+        return self._base.model_inputs(inputs)
 
     def make_expert(self, layer, index):
         """A fresh copy of `layer`'s expert (both 0-based), named by `naming.expert_name`."""
@@ -134,22 +172,33 @@ class RoutingModelBuilder:
                 builder's.
         """
         self.check_plan(plan)
-        inputs = self.make_input()
-        features = self.apply_plan(plan, inputs)
-        outputs = {t: self.make_head(t)(features[t]) for t in self.task_names}
-        model = TaskModel(inputs, outputs, name="routing_model")
+        with seeded_layers(self.seed, salt="routing"):
+            inputs = self.make_inputs()
+            trunk = inputs if self.per_task_inputs else inputs[self.task_names[0]]
+            features = self.apply_plan(plan, trunk)
+            outputs = {t: self.make_head(t)(features[t]) for t in self.task_names}
+        model = TaskModel(self.model_inputs(inputs), outputs, name="routing_model")
         if compile:
             self.compile(model, **compile_kwargs)
         return model
 
     def apply_plan(self, plan, inputs):
-        """Applies fresh sub-networks laid out as `plan` to the tensor `inputs`.
+        """Applies fresh sub-networks laid out as `plan` to `inputs`.
 
-        Returns a dict mapping each task name to its tower's input (the
-        gated mix of its route). Useful to embed the routed trunk in a
-        larger functional model.
+        Args:
+            plan: a `RoutingPlan` over the builder's tasks and layers.
+            inputs: one tensor every task reads, or a dict of tensors keyed
+                by task (each sub-network then runs once on the joined
+                batches of the tasks that depend on it).
+
+        Returns:
+            A dict mapping each task name to its tower's input (the gated
+            mix of its route). Useful to embed the routed trunk in a larger
+            functional model.
         """
         self.check_plan(plan)
+        if isinstance(inputs, dict):
+            return self._apply_plan_per_task(plan, inputs)
         used = set(plan.used_experts())
         previous = None  # outputs of the layer below, by index
         for depth, width in enumerate(plan.widths):
@@ -168,6 +217,48 @@ class RoutingModelBuilder:
         return {
             t: self._route(*plan.tower(t), previous, inputs, name=naming.tower_gate_name(t))
             for t in self.task_names
+        }
+
+    def _apply_plan_per_task(self, plan, inputs):
+        """`apply_plan` on a dict of tensors keyed by task."""
+        if set(inputs) != set(self.task_names):
+            raise ValueError(
+                f"Expected one input tensor per task {list(self.task_names)}. "
+                f"Received tensors for {sorted(inputs)}"
+            )
+        used = plan.used_experts()
+        depends = {t: plan.used_by(t) for t in self.task_names}
+        users = {e: tuple(t for t in self.task_names if e in depends[t]) for e in used}
+        rows = _TaskRows(inputs, len(self.task_names), set())
+        previous = None  # {index: output} of the layer below
+
+        def read(depth, index, want):  # rows `want` of expert `index` of layer `depth`
+            if index == INPUT:
+                return rows.join(inputs, want, naming.SHARED_INPUT)
+            have = users[(depth, index)]
+            return rows.rows(previous[index], have, want, naming.expert_name(depth, index))
+
+        def route(depth, members, query, want, name):  # `depth`: the layer routes read
+            if len(members) == 1:
+                return read(depth, members[0], want)
+            gate = GatedRoute(len(members), name=name)
+            return gate([read(depth, query, want)] + [read(depth, m, want) for m in members])
+
+        for depth, width in enumerate(plan.widths):
+            current = {}
+            for m in range(width):
+                if (depth, m) not in users:
+                    continue
+                want = users[(depth, m)]
+                if depth == 0:
+                    x = rows.join(inputs, want, naming.SHARED_INPUT)
+                else:
+                    x = route(depth - 1, *plan.route(depth, m), want, naming.gate_name(depth, m))
+                current[m] = self.make_expert(depth, m)(x)
+            previous = current
+        last = plan.num_layers - 1
+        return {
+            t: route(last, *plan.tower(t), (t,), naming.tower_gate_name(t)) for t in self.task_names
         }
 
     @staticmethod

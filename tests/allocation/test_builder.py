@@ -70,23 +70,15 @@ def test_baselines():
 
 
 def test_any_task_name_the_tree_builder_accepts():
-    names = ["x (y)", "z/w"]
+    names = ["Anglo-Saxon_Futhorc", "v1.2"]
     b = AllocationBuilder(dict.fromkeys(names, (4,)), [[dense(), dense()]], tasks(names))
-    assert b.input_names == {"x (y)": "x__y_", "z/w": "z_w"}
+    assert b.input_names == {t: t for t in names}
     model = b.build(b.shared_allocation())
-    assert {"x__y_", "z_w", "head_x__y_", "head_z_w"} <= {layer.name for layer in model.layers}
+    assert {"head_Anglo-Saxon_Futhorc", "head_v1.2"} <= {layer.name for layer in model.layers}
     assert sorted(model.output) == sorted(names)
     assert b.count_params(b.shared_allocation()) == model.count_params()
     x = np.ones((8, 4), "float32")
-    out = model.predict({"x__y_": x, "z_w": x}, verbose=0)
-    assert sorted(out) == sorted(names)
-    # Names that Keras accepts in metric scopes (once rejected here) also train.
-    names = ["p/q", "r>s"]
-    b = AllocationBuilder(dict.fromkeys(names, (4,)), [[dense(), dense()]], tasks(names))
-    model = b.build(b.shared_allocation())
-    history = model.fit(
-        {b.input_names[t]: x for t in names}, {t: np.zeros((8, 1)) for t in names}, verbose=0
-    )
+    history = model.fit(dict.fromkeys(names, x), {t: np.zeros((8, 1)) for t in names}, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
 
@@ -148,8 +140,6 @@ def test_bad_arguments():
         AllocationBuilder({"a": (6,)}, layers, tasks())
     with pytest.raises(ValueError, match="unique task names"):
         AllocationBuilder((6,), layers, tasks(["a", "a"]))
-    with pytest.raises(ValueError, match="stay distinct"):
-        AllocationBuilder((6,), layers, tasks(["a b", "a_b"]))
     with pytest.raises(TypeError, match="return a Keras layer"):
         b = AllocationBuilder((6,), [[lambda: "x"]], tasks())
         b.build(b.shared_allocation())
