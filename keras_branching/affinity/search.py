@@ -15,7 +15,14 @@ import numpy as np
 
 from keras_branching.affinity.features import branch_point_features, task_blocks
 from keras_branching.affinity.rsa import rsa_affinity
-from keras_branching.affinity.tree_search import _resolve_budget, _too_small, select_tree, tree_cost
+from keras_branching.affinity.tree_search import (
+    DEFAULT_COST,
+    _check_cost,
+    _resolve_budget,
+    _too_small,
+    select_tree,
+    tree_cost,
+)
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.search import Search
 from keras_branching.tree import BranchingTree
@@ -88,6 +95,15 @@ class AffinityBranching(Search):
     representation similarity analysis, and selects the tree of lowest
     cost whose parameter count fits `budget`.
 
+    The cost: `cost="balanced"` (the default) makes every task a group adds
+    beyond its first pay the group's largest dissimilarity, so a budget
+    that allows `k` copies of a block goes to `k` groups of alike tasks;
+    `cost="paper"` is the paper's mean over groups of their largest
+    dissimilarity, where a group of one task costs 0: it prefers one
+    group of unlike tasks next to groups of one whenever the alike tasks'
+    dissimilarity exceeds `1 / k` (see `tree_cost`, and
+    docs/methods/affinity.md for measurements of both).
+
     Held-out inputs: the first `num_samples` inputs of `validation_data`
     when it is given; otherwise, for arrays, the last `num_samples`
     examples of `x` (and of `y` and any `sample_weight`) are held out of
@@ -111,6 +127,8 @@ class AffinityBranching(Search):
         num_samples: how many held-out inputs the affinity is measured on
             (the paper uses about 500), >= 3.
         method: tree search, "exact", "beam" or "auto" (see `select_tree`).
+        cost: the tree cost, "balanced" (default) or "paper" (see
+            `tree_cost`).
         pooling: None, or "average" to average convolutional features over
             space before comparing them.
         shared_init: start every single-task network from the same weights
@@ -127,7 +145,7 @@ class AffinityBranching(Search):
         TypeError: if `builder` is not a `BranchedModelBuilder`, or for a
             `budget` or `seed` of the wrong type.
         ValueError: for `num_samples` < 3, a negative budget, an unknown
-            `method` or `pooling`.
+            `method`, `cost` or `pooling`.
 
     Example:
 
@@ -160,6 +178,7 @@ class AffinityBranching(Search):
         method="auto",
         pooling=None,
         shared_init=True,
+        cost=DEFAULT_COST,
         seed=None,
     ):
         super().__init__(builder, seed=seed)
@@ -176,6 +195,7 @@ class AffinityBranching(Search):
             raise ValueError(
                 f"Expected `method` to be 'exact', 'beam' or 'auto'. Received: method={method!r}"
             )
+        _check_cost(cost)
         if pooling not in (None, "average"):
             raise ValueError(
                 f"Expected `pooling` to be None or 'average'. Received: pooling={pooling!r}"
@@ -185,9 +205,40 @@ class AffinityBranching(Search):
         self.method = method
         self.pooling = pooling
         self.shared_init = bool(shared_init)
+        self.cost = cost
         self.affinity = None
         self._held_out = None
+        self._holding_out = False
         self._plan = None
+
+    def min_examples(self, validation_data=None):
+        """The fewest training examples `search` accepts.
+
+        Without `validation_data`, the last `num_samples` examples of
+        in-memory `x` are held out for the affinity, so `search` needs
+        `num_samples + 1`; with it, 1 (the validation inputs must then
+        number at least `num_samples`).
+
+        Args:
+            validation_data: the `validation_data` of the call.
+
+        Returns:
+            An int.
+
+        Example:
+
+        >>> import keras
+        >>> from keras_branching.builder import BranchedModelBuilder
+        >>> from keras_branching.task import Task
+        >>> builder = BranchedModelBuilder(
+        ...     (4,), [lambda: keras.layers.Dense(2)],
+        ...     [Task(t, lambda: keras.layers.Dense(1), "mse") for t in "ab"])
+        >>> AffinityBranching(builder, num_samples=100).min_examples()
+        101
+        """
+        if validation_data is not None or self._holding_out:
+            return 1  # the data left after the hold-out only needs one example
+        return self.num_samples + 1
 
     def get_config(self):
         """The search's settings, in JSON types."""
@@ -198,6 +249,7 @@ class AffinityBranching(Search):
             method=self.method,
             pooling=self.pooling,
             shared_init=self.shared_init,
+            cost=self.cost,
         )
         return config
 
@@ -223,14 +275,17 @@ class AffinityBranching(Search):
             A `SearchResult` (see the class docstring).
 
         Raises:
-            ValueError: with fewer than `num_samples` held-out inputs (for
-                arrays without `validation_data`: not more than
-                `num_samples` examples), or a budget below the fully
-                shared tree's size (before any training).
+            keras_branching.data_checks.DataError: for data that cannot be
+                trained on, among them arrays without `validation_data`
+                with `num_samples` examples or fewer (see `min_examples`).
+            ValueError: with fewer than `num_samples` held-out inputs, or
+                a budget below the fully shared tree's size (before any
+                training).
         """
         # The held-out split is made here rather than in `prepare_data`, which
         # does not see `sample_weight` (it must be cut with `x` and `y`).
         self.affinity, self._plan = None, None
+        self.check_data(x, y, validation_data, fit_kwargs.get("sample_weight"))
         x, y, validation_data, fit_kwargs = self._hold_out(x, y, validation_data, fit_kwargs)
         builder = self.builder
         shared = builder.count_params(builder.shared_tree())
@@ -238,16 +293,20 @@ class AffinityBranching(Search):
         capacity = _resolve_budget(self.budget, shared, independent)
         if shared > capacity:
             raise _too_small(self.budget, capacity, shared)
-        return super().search(
-            x,
-            y,
-            validation_data=validation_data,
-            epochs=epochs,
-            batch_size=batch_size,
-            callbacks=callbacks,
-            verbose=verbose,
-            **fit_kwargs,
-        )
+        self._holding_out = True
+        try:
+            return super().search(
+                x,
+                y,
+                validation_data=validation_data,
+                epochs=epochs,
+                batch_size=batch_size,
+                callbacks=callbacks,
+                verbose=verbose,
+                **fit_kwargs,
+            )
+        finally:
+            self._holding_out = False
 
     def _hold_out(self, x, y, validation_data, fit_kwargs):
         """Picks the held-out inputs; returns the data `fit` should see."""
@@ -312,7 +371,11 @@ class AffinityBranching(Search):
         features = branch_point_features(model, self._held_out, pooling=self.pooling)
         self.affinity = rsa_affinity({t: features[t] for t in builder.task_names})
         tree = select_tree(
-            self.affinity, self.budget, size=builder.count_params, method=self.method
+            self.affinity,
+            self.budget,
+            size=builder.count_params,
+            method=self.method,
+            cost=self.cost,
         )
         self._plan = BranchingTree(builder.task_names, tree.partitions)
         return self._plan
@@ -322,7 +385,7 @@ class AffinityBranching(Search):
         plan = self._plan if self._plan is not None else self.derive_plan(model)
         return {
             "affinity": self.affinity.to_config(),
-            "cost": tree_cost(plan, self.affinity),
+            "cost": tree_cost(plan, self.affinity, cost=self.cost),
             "size": self.builder.count_params(plan),
             "budget": self.budget,
         }

@@ -38,6 +38,9 @@ _AUTO_EXACT_TASKS = 10
 # Generic (non-affine) sizes: exact search enumerates at most this many trees.
 _MAX_ENUMERATED_TREES = 200_000
 _TOLERANCE = 1e-9
+# The tree costs `tree_cost` knows (see its docstring).
+COSTS = ("balanced", "paper")
+DEFAULT_COST = "balanced"
 
 
 # Validation and the cost.
@@ -52,34 +55,76 @@ def _check_affinity(affinity):
     return affinity
 
 
-def tree_cost(tree, affinity):
+def _check_cost(cost):
+    if cost not in COSTS:
+        raise ValueError(
+            f"Expected `cost` to be one of {', '.join(map(repr, COSTS))}. Received: cost={cost!r}"
+        )
+    return cost
+
+
+def _group_weight(cost, num_members, diameter):
+    """What one group adds to its block's cost, before the block's scale."""
+    return diameter if cost == "paper" else (num_members - 1) * diameter
+
+
+def _block_scale(cost, num_groups, num_tasks):
+    """The factor of a block's summed group weights: 1 / groups, or 1 / (tasks - 1)."""
+    if cost == "paper":
+        return 1.0 / num_groups if num_groups else 0.0
+    return 1.0 / max(1, num_tasks - 1)
+
+
+def tree_cost(tree, affinity, cost=DEFAULT_COST):
     """The cost of a tree under an affinity: lower keeps dissimilar tasks apart.
 
-    The sum over blocks `d` of the mean, over the groups of block `d`, of the
-    largest dissimilarity `1 - affinity.values[d, i, j]` between two tasks
-    of the group (0 for a group of one task).
+    A sum over blocks `d`; the diameter of a group is the largest
+    dissimilarity `1 - affinity.values[d, i, j]` between two of its tasks.
+
+    - `cost="paper"` (Vandenhende et al.): block `d` costs the mean, over
+      its groups, of their diameters; a group of one task costs 0. With
+      the number of groups fixed by a budget, this favours uneven trees:
+      one group of every dissimilar task plus groups of one cost about
+      `1 / k` per block, less than `k` groups of related tasks as soon as
+      their diameter exceeds `1 / k`.
+    - `cost="balanced"` (the default): block `d` costs
+      `sum over groups c of (|c| - 1) x diameter(c)`, divided by `T - 1`:
+      every task a group adds beyond its first pays the group's diameter.
+      A shared block costs its diameter (as in the paper), an unshared one
+      0; for a fixed number of groups, the true grouping of tasks that are
+      alike inside groups and unlike across is the unique optimum.
 
     Args:
         tree: a `BranchingTree`.
         affinity: a `TaskAffinity` over the same tasks, with one branch point
             per block of the tree.
+        cost: `"balanced"` or `"paper"`.
 
     Returns:
         The cost, a float >= 0.
 
     Raises:
         TypeError: if `tree` or `affinity` has the wrong type.
-        ValueError: if their tasks or numbers of blocks differ.
+        ValueError: if their tasks or numbers of blocks differ, or for an
+            unknown `cost`.
 
     Example:
 
     >>> import numpy as np
     >>> from keras_branching.tree import BranchingTree
-    >>> affinity = TaskAffinity(["a", "b", "c"], np.array([[[1, .8, 0], [.8, 1, 0], [0, 0, 1]]]))
-    >>> round(tree_cost(BranchingTree(["a", "b", "c"], [[["a", "b"], ["c"]]]), affinity), 6)
-    0.1
+    >>> values = np.full((1, 4, 4), 0.0)
+    >>> values[0, :2, :2] = values[0, 2:, 2:] = 0.6  # two pairs, dissimilarity 0.4
+    >>> np.fill_diagonal(values[0], 1.0)
+    >>> affinity = TaskAffinity(["a", "b", "c", "d"], values)
+    >>> pairs = BranchingTree(["a", "b", "c", "d"], [[["a", "b"], ["c", "d"]]])
+    >>> uneven = BranchingTree(["a", "b", "c", "d"], [[["a", "b", "c"], ["d"]]])
+    >>> [round(tree_cost(t, affinity, cost="paper"), 6) for t in (pairs, uneven)]
+    [0.4, 0.5]
+    >>> [round(tree_cost(t, affinity), 6) for t in (pairs, uneven)]  # balanced
+    [0.266667, 0.666667]
     """
     _check_affinity(affinity)
+    _check_cost(cost)
     if not isinstance(tree, BranchingTree):
         raise TypeError(
             f"Expected `tree` to be a `BranchingTree`. Received: {tree!r} "
@@ -105,8 +150,9 @@ def tree_cost(tree, affinity):
         for group in groups:
             if len(group) > 1:
                 index = [position[t] for t in group]
-                block += float(dissimilarity[d][np.ix_(index, index)].max())
-        total += block / len(groups)
+                diameter = float(dissimilarity[d][np.ix_(index, index)].max())
+                block += _group_weight(cost, len(group), diameter)
+        total += block * _block_scale(cost, len(groups), len(tree.tasks))
     return float(total)
 
 
@@ -295,9 +341,9 @@ def _too_small(budget, capacity, smallest):
 
 
 class _Tables:
-    """Diameters and best partitions of every subset of tasks, per block."""
+    """Group weights and best partitions of every subset of tasks, per block."""
 
-    def __init__(self, dissimilarity):
+    def __init__(self, dissimilarity, cost):
         num_blocks, t, _ = dissimilarity.shape
         self.num_tasks, self.num_blocks = t, num_blocks
         self.full = (1 << t) - 1
@@ -308,6 +354,11 @@ class _Tables:
             for j in range(i + 1, t):
                 both = ((masks >> i) & (masks >> j) & 1).astype(bool)
                 self.w[:, both] = np.maximum(self.w[:, both], dissimilarity[:, i, j][:, None])
+        if cost != "paper":  # each group's weight: (members - 1) x diameter
+            members = sum((masks >> i) & 1 for i in range(t))
+            self.w *= np.maximum(members - 1, 0)[None, :]
+        # scale[k]: the factor of a block's summed weights when it has k groups.
+        self.scale = np.array([_block_scale(cost, k, t) for k in range(t + 2)])
         # (subset, piece) pairs, the piece holding the subset's lowest task.
         digits = np.arange(3**t, dtype=np.int64)
         mask = np.zeros_like(digits)
@@ -370,7 +421,7 @@ class _Exact:
 
     def deep_bound(self, level, partition, counts):
         return sum(
-            self.knapsack(d, partition)[counts[d]] / counts[d]
+            self.knapsack(d, partition)[counts[d]] * self.tables.scale[counts[d]]
             for d in range(level + 1, len(counts))
         )
 
@@ -392,7 +443,7 @@ class _Exact:
         tables = self.tables
         e = level + 1
         target = counts[e]
-        weight = 1.0 / target
+        weight = tables.scale[target]
         w, opt = tables.w[e], tables.opt[e]
         deep = self.deep_bound(e, partition, counts)
         m = len(partition)
@@ -464,18 +515,18 @@ def _count_vectors(num_tasks, prices, capacity):
     return out
 
 
-def _exact_affine(dissimilarity, model, capacity, incumbent=None):
+def _exact_affine(dissimilarity, model, capacity, cost, incumbent=None):
     """Exact optimum as `(cost, size, masks)`; None when no count vector fits."""
     num_tasks = dissimilarity.shape[1]
     vectors = _count_vectors(num_tasks, model.prices, capacity - model.constant)
     if not vectors:
         return None
-    tables = _Tables(dissimilarity)
+    tables = _Tables(dissimilarity, cost)
     full = tables.full
     search = _Exact(tables)
     ranked = sorted(
         (
-            sum(tables.opt[d, full, k] / k for d, k in enumerate(vector)),
+            sum(tables.opt[d, full, k] * tables.scale[k] for d, k in enumerate(vector)),
             model.affine_size(vector),
             vector,
         )
@@ -501,10 +552,11 @@ def _exact_affine(dissimilarity, model, capacity, incumbent=None):
 
 
 class _Diameters:
-    """Cached group diameters per block, for masks over any number of tasks."""
+    """Cached group weights (see `_group_weight`) per block, for masks over any number of tasks."""
 
-    def __init__(self, dissimilarity):
+    def __init__(self, dissimilarity, cost):
         self.dissimilarity = dissimilarity
+        self.cost = cost
         self.cache = {}
 
     def __call__(self, d, mask):
@@ -513,7 +565,8 @@ class _Diameters:
         if value is None:
             index = [i for i in range(mask.bit_length()) if mask >> i & 1]
             if len(index) > 1:
-                value = float(self.dissimilarity[d][np.ix_(index, index)].max())
+                diameter = float(self.dissimilarity[d][np.ix_(index, index)].max())
+                value = _group_weight(self.cost, len(index), diameter)
             else:
                 value = 0.0
             self.cache[key] = value
@@ -526,7 +579,7 @@ def _merge(state, d, a, b):
     return state[:d] + (merged,) + state[d + 1 :]
 
 
-def _beam(dissimilarity, capacity, width, prices=None, size_of=None):
+def _beam(dissimilarity, capacity, width, cost_kind, prices=None, size_of=None):
     """Greedy merges from the independent tree, keeping the `width` best states.
 
     A state is a tuple of partitions (tuples of masks). A move merges two
@@ -541,7 +594,11 @@ def _beam(dissimilarity, capacity, width, prices=None, size_of=None):
     `prices[d]`) or, for any other size, from `size_of(state)`.
     """
     num_blocks, num_tasks, _ = dissimilarity.shape
-    diameter = _Diameters(dissimilarity)
+    diameter = _Diameters(dissimilarity, cost_kind)
+
+    def scale(copies):
+        return _block_scale(cost_kind, copies, num_tasks)
+
     start = tuple(tuple(1 << i for i in range(num_tasks)) for _ in range(num_blocks))
     full_size = size_of(start)
     best = (0.0, full_size, start) if full_size <= capacity else None
@@ -555,7 +612,7 @@ def _beam(dissimilarity, capacity, width, prices=None, size_of=None):
                 copies = len(groups)
                 if copies == 1:
                     continue
-                base = cost - sums[d] / copies
+                base = cost - sums[d] * scale(copies)
                 if d == 0:
                     families = [groups]
                 else:
@@ -565,7 +622,7 @@ def _beam(dissimilarity, capacity, width, prices=None, size_of=None):
                         wa = diameter(d, a)
                         for b in family[i + 1 :]:
                             total = sums[d] + diameter(d, a | b) - wa - diameter(d, b)
-                            new_cost = base + total / (copies - 1)
+                            new_cost = base + total * scale(copies - 1)
                             if prices is not None:
                                 new_size = size - prices[d]
                             else:
@@ -615,7 +672,7 @@ def _masks_to_tree(tasks, plan):
     )
 
 
-def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
+def select_tree(affinity, budget, size=None, method="auto", beam_width=32, cost=DEFAULT_COST):
     """The tree of lowest `tree_cost` whose size fits the budget.
 
     Ties in cost go to the smaller tree, so without a budget the answer is
@@ -644,13 +701,15 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
             `sum_d len(tree.groups(d))`.
         method: "exact", "beam" or "auto".
         beam_width: states kept per step of the beam search.
+        cost: the tree cost, `"balanced"` (the default) or `"paper"`; see
+            `tree_cost`.
 
     Returns:
         A `BranchingTree` over `affinity.tasks`.
 
     Raises:
         TypeError: for arguments of the wrong type.
-        ValueError: for an unknown method, a negative budget, a budget below
+        ValueError: for an unknown method or cost, a negative budget, a budget below
             the smallest tree's size (the message gives that size), or an
             exact search too large to run.
 
@@ -665,6 +724,7 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
     [('a', 'b'), ('c', 'd')]
     """
     _check_affinity(affinity)
+    _check_cost(cost)
     if method not in ("exact", "beam", "auto"):
         raise ValueError(
             f"Expected `method` to be 'exact', 'beam' or 'auto'. Received: method={method!r}"
@@ -699,13 +759,13 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
                     f"Exact search handles up to {_MAX_EXACT_TASKS} tasks. Received "
                     f"{num_tasks} tasks; use method='beam'."
                 )
-            result = _exact_affine(dissimilarity, model, capacity)
+            result = _exact_affine(dissimilarity, model, capacity, cost)
             return _masks_to_tree(tasks, result[2])
 
         def size_of(state):
             return model.affine_size([len(p) for p in state])
 
-        result = _beam(dissimilarity, capacity, beam_width, model.prices, size_of)
+        result = _beam(dissimilarity, capacity, beam_width, cost, model.prices, size_of)
         return _masks_to_tree(tasks, result[2])
 
     # A size that is not affine in the copy counts.
@@ -723,13 +783,13 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
             smallest = min(smallest, tree_size)
             if tree_size > capacity:
                 continue
-            cost = tree_cost(tree, affinity)
+            value = tree_cost(tree, affinity, cost=cost)
             if (
                 best is None
-                or cost < best[0] - _TOLERANCE
-                or (cost <= best[0] + _TOLERANCE and tree_size < best[1])
+                or value < best[0] - _TOLERANCE
+                or (value <= best[0] + _TOLERANCE and tree_size < best[1])
             ):
-                best = (cost, tree_size, tree)
+                best = (value, tree_size, tree)
         if best is None:
             raise too_small(smallest)
         return best[2]
@@ -737,7 +797,7 @@ def select_tree(affinity, budget, size=None, method="auto", beam_width=32):
     def measured(state):
         return model.measure(_masks_to_tree(tasks, state))
 
-    result = _beam(dissimilarity, capacity, beam_width, size_of=measured)
+    result = _beam(dissimilarity, capacity, beam_width, cost, size_of=measured)
     if result is None:
         raise too_small(model.measure(shared))
     return _masks_to_tree(tasks, result[2])

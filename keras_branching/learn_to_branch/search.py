@@ -9,6 +9,9 @@ to be trained from scratch.
 
 import copy
 
+import keras
+import numpy as np
+
 from keras_branching._validation import check_positive
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.callbacks.temperature import TemperatureSchedule
@@ -19,6 +22,7 @@ from keras_branching.learn_to_branch.supernet import (
     router_probabilities,
 )
 from keras_branching.search import Search
+from keras_branching.tree import BranchingTree
 
 # Defaults tuned on `synthetic_tasks(2, 2, ...)` with three Dense blocks
 # (see docs/methods/learning_to_branch.md): router logits learn 30 times
@@ -45,6 +49,56 @@ def _schedule_config(schedule):
     }
 
 
+class _HeadsAsLastLayer:
+    """A builder seen with its task heads as one more block, copy `t` being task `t`'s head.
+
+    `build_supernet` on this view routes the heads like every other layer
+    (the paper's last layer, one node per task), and gives each task an
+    identity as its "head". Everything else is the wrapped builder's.
+    """
+
+    def __init__(self, builder):
+        self._builder = builder
+
+    def __getattr__(self, name):
+        return getattr(self._builder, name)
+
+    @property
+    def num_blocks(self):
+        return self._builder.num_blocks + 1
+
+    def make_block(self, block, copy_index=0, name=None):
+        if block < self._builder.num_blocks:
+            return self._builder.make_block(block, copy_index=copy_index, name=name)
+        head = self._builder.make_head(self._builder.tasks[copy_index])
+        if name is not None:
+            head.name = name
+        return head
+
+    def make_head(self, task):
+        return keras.layers.Identity()
+
+
+def _check_block_widths(builder, widths):
+    """Widths of the blocks when the heads are routed: one int >= 1 per block."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)):
+        raise TypeError(
+            f"Expected `widths` to be a list of ints, one per block. Received: widths={widths!r}"
+        )
+    for w in widths:
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)):
+            raise TypeError(f"Expected every width to be an int. Received: widths={list(widths)}")
+    widths = [int(w) for w in widths]
+    if len(widths) != builder.num_blocks:
+        raise ValueError(
+            f"Expected one width per block ({builder.num_blocks} widths). "
+            f"Received: widths={widths} ({len(widths)} widths)"
+        )
+    if any(w < 1 for w in widths):
+        raise ValueError(f"Expected every width >= 1. Received: widths={widths}")
+    return widths
+
+
 class LearnToBranch(Search):
     """Learning to branch: trains a supernet and derives its tree.
 
@@ -58,8 +112,9 @@ class LearnToBranch(Search):
 
     Args:
         builder: a `BranchedModelBuilder` (input, blocks, tasks, optimizer).
-        widths: nodes per block of the supernet; the last must equal the
-            number of tasks (see `build_supernet`).
+        widths: nodes per block of the supernet, one int >= 1 per block.
+            With `route_heads=False` the last must equal the number of
+            tasks (see `build_supernet`).
         router_learning_rate: learning rate of the router logits (the
             weights use the builder's optimizer), > 0.
         temperature_schedule: a `TemperatureSchedule`; the default decays
@@ -67,6 +122,13 @@ class LearnToBranch(Search):
             0.5. Each search uses a copy of it; it counts steps with the
             optimizer's `iterations`, so a search resumed by
             `keras.callbacks.BackupAndRestore` continues the annealing.
+        route_heads: True (default): the task heads form one more routed
+            layer, the paper's last layer of one node per task, so every
+            head picks a node of the last block and the last block can be
+            grouped (at most `widths[-1]` copies: the widths bound the
+            tree's size). False: task `t`'s head reads node `t` of a last
+            block of one node per task, so the learned grouping is read
+            at the block before it. See docs/methods/learning_to_branch.md.
         seed: optional int: seeds the supernet's initial weights
             (`keras.utils.set_random_seed`) and the routers' Gumbel noise.
         **compile_kwargs: extra `compile` arguments of the supernet (for
@@ -75,7 +137,7 @@ class LearnToBranch(Search):
     Raises:
         TypeError, ValueError: for a builder that is not a
             `BranchedModelBuilder`, bad widths, a bad learning rate,
-            schedule or seed.
+            schedule, `route_heads` or seed.
 
     Example:
 
@@ -86,12 +148,12 @@ class LearnToBranch(Search):
     >>> builder = BranchedModelBuilder(
     ...     (100,), [lambda: keras.layers.Dense(8, activation="relu")] * 3,
     ...     [Task(name, lambda: keras.layers.Dense(1), "mse") for name in y])
-    >>> search = LearnToBranch(builder, widths=[1, 2, 4], seed=0)
+    >>> search = LearnToBranch(builder, widths=[1, 2, 2], seed=0)
     >>> result = search.search(x, y, epochs=1, batch_size=64, verbose=0)
-    >>> result.plan.num_blocks
-    3
-    >>> sorted(result.details["router_probabilities"])
-    ['router_block2', 'router_block3']
+    >>> result.plan.num_blocks, result.plan.num_copies()[-1] <= 2
+    (3, True)
+    >>> sorted(result.details["router_probabilities"])  # the last routes the heads
+    ['router_block2', 'router_block3', 'router_block4']
     >>> model = result.build()  # the derived tree, freshly initialised
     """
 
@@ -103,11 +165,20 @@ class LearnToBranch(Search):
         widths,
         router_learning_rate=DEFAULT_ROUTER_LEARNING_RATE,
         temperature_schedule=None,
+        route_heads=True,
         seed=None,
         **compile_kwargs,
     ):
         super().__init__(builder, seed=seed)
-        self.widths = check_widths(builder, widths)
+        if not isinstance(route_heads, bool):
+            raise TypeError(
+                f"Expected `route_heads` to be a bool. Received: route_heads={route_heads!r}"
+            )
+        self.route_heads = route_heads
+        if route_heads:
+            self.widths = _check_block_widths(builder, widths)
+        else:
+            self.widths = check_widths(builder, widths)
         self.router_learning_rate = check_positive("router_learning_rate", router_learning_rate)
         if temperature_schedule is None:
             temperature_schedule = TemperatureSchedule(
@@ -126,9 +197,16 @@ class LearnToBranch(Search):
 
     def build_search_model(self):
         """A fresh, compiled supernet (see `build_supernet`)."""
+        if self.route_heads:
+            builder, widths = (
+                _HeadsAsLastLayer(self.builder),
+                [*self.widths, len(self.builder.tasks)],
+            )
+        else:
+            builder, widths = self.builder, self.widths
         return build_supernet(
-            self.builder,
-            self.widths,
+            builder,
+            widths,
             temperature=self.temperature_schedule.initial_temperature,
             router_learning_rate=self.router_learning_rate,
             seed=self.seed_for(0),
@@ -141,7 +219,10 @@ class LearnToBranch(Search):
 
     def derive_plan(self, model):
         """The tree the supernet has learned (see `derive_tree`)."""
-        return derive_tree(model)
+        tree = derive_tree(model)
+        if self.route_heads:  # drop the heads' layer: one node per task
+            tree = BranchingTree(tree.tasks, tree.partitions[:-1])
+        return tree
 
     def details(self, model):
         """`{"router_probabilities": {router name: probabilities}}`."""
@@ -153,6 +234,7 @@ class LearnToBranch(Search):
         config.update(
             {
                 "widths": list(self.widths),
+                "route_heads": self.route_heads,
                 "router_learning_rate": self.router_learning_rate,
                 "temperature_schedule": _schedule_config(self.temperature_schedule),
                 "compile_kwargs": {k: repr(v) for k, v in self.compile_kwargs.items()},

@@ -7,6 +7,7 @@ from keras_branching.affinity.rsa import TaskAffinity, rsa_affinity
 from keras_branching.affinity.search import AffinityBranching, _share_initial_weights
 from keras_branching.affinity.tree_search import tree_cost
 from keras_branching.builder import BranchedModelBuilder
+from keras_branching.data_checks import DataError
 from keras_branching.datasets.synthetic import synthetic_tasks
 from keras_branching.search import SearchResult
 from keras_branching.task import Task
@@ -109,6 +110,7 @@ def test_search_through_fit_gives_a_result_that_builds_the_chosen_tree(small_dat
         "num_samples": 40,
         "method": "auto",
         "pooling": None,
+        "cost": "balanced",
         "shared_init": True,
     }
     # The single-task model is kept on the search.
@@ -164,8 +166,10 @@ def test_budget_below_the_shared_size_fails_before_training(small_data):
 def test_too_few_examples_is_a_clear_error(small_data):
     x, y, _ = small_data
     builder = make_builder(list(y))
-    with pytest.raises(ValueError, match="more than num_samples=500 examples"):
+    with pytest.raises(DataError, match="AffinityBranching needs at least 501 example.*160"):
         AffinityBranching(builder).search(x, y, verbose=0)
+    assert AffinityBranching(builder, num_samples=100).min_examples() == 101
+    assert AffinityBranching(builder, num_samples=100).min_examples((x, y)) == 1
     with pytest.raises(ValueError, match="at least num_samples=100 validation inputs"):
         AffinityBranching(builder, num_samples=100).search(
             x, y, validation_data=(x[:10], {k: v[:10] for k, v in y.items()}), verbose=0
@@ -249,6 +253,7 @@ def test_resume_with_backup_and_restore(small_data, tmp_path):
         ({"budget": "all"}, TypeError),
         ({"method": "greedy"}, ValueError),
         ({"pooling": "max"}, ValueError),
+        ({"cost": "mean"}, ValueError),
         ({"seed": "one"}, TypeError),
     ],
 )

@@ -49,11 +49,11 @@ def test_average_pooling_of_spatial_features():
     np.testing.assert_allclose(pooled["a"][0], whole["a"][0].mean(axis=(1, 2)), rtol=1e-5)
 
 
-def test_task_names_are_sanitised_like_the_builder():
-    builder = make_builder(names=("age group", "sex"))
+def test_features_are_keyed_by_task_names_with_punctuation():
+    builder = make_builder(names=("age-group", "sex.f"))
     model = builder.build(builder.independent_tree())
     features = branch_point_features(model, np.zeros((3, 5), "float32"))
-    assert sorted(features) == ["age group", "sex"]
+    assert sorted(features) == ["age-group", "sex.f"]
 
 
 def test_blocks_are_found_by_the_graph_whatever_their_names():

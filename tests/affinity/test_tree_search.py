@@ -55,8 +55,40 @@ def test_tree_cost_by_hand():
     affinity = TaskAffinity(["a", "b", "c"], values)
     tree = BranchingTree(["a", "b", "c"], [[["a", "b", "c"]], [["a"], ["b", "c"]]])
     # Block 1: one group, max dissimilarity 1.0; block 2: mean of 0 and 0.5.
+    assert tree_cost(tree, affinity, cost="paper") == pytest.approx(1.0 + 0.25)
+    # Balanced: (members - 1) x diameter, over T - 1 = 2: 2 x 1.0 / 2 and 0.5 / 2.
     assert tree_cost(tree, affinity) == pytest.approx(1.0 + 0.25)
-    assert tree_cost(BranchingTree.independent(["a", "b", "c"], 2), affinity) == 0.0
+    uneven = BranchingTree(["a", "b", "c"], [[["a", "b", "c"]], [["a", "b", "c"]]])
+    assert tree_cost(uneven, affinity, cost="paper") == pytest.approx(1.0 + 0.5)
+    assert tree_cost(uneven, affinity, cost="balanced") == pytest.approx(1.0 + 0.5)
+    for cost in ("paper", "balanced"):
+        assert tree_cost(BranchingTree.independent(["a", "b", "c"], 2), affinity, cost) == 0.0
+    with pytest.raises(ValueError, match="cost='mean'"):
+        tree_cost(tree, affinity, cost="mean")
+
+
+def pairs_affinity(within):
+    """Three pairs of tasks, `within` inside a pair, 0 across; one block."""
+    values = np.zeros((1, 6, 6))
+    for g in range(3):
+        values[0, 2 * g : 2 * g + 2, 2 * g : 2 * g + 2] = within
+    np.fill_diagonal(values[0], 1.0)
+    return TaskAffinity([f"t{i}" for i in range(6)], values)
+
+
+@pytest.mark.parametrize("method", ["exact", "beam"])
+def test_balanced_cost_keeps_the_pairs_where_the_paper_cost_does_not(method):
+    # Three copies: the pairs cost 1 - within under both costs' scale; the
+    # paper's cost prefers one group of four unlike tasks and two of one
+    # task (1/3) as soon as 1 - within > 1/3.
+    affinity = pairs_affinity(0.5)
+    pairs = [("t0", "t1"), ("t2", "t3"), ("t4", "t5")]
+    balanced = select_tree(affinity, 3, method=method)
+    assert sorted(balanced.groups(0)) == pairs
+    paper = select_tree(affinity, 3, method=method, cost="paper")
+    assert sorted(len(g) for g in paper.groups(0)) == [1, 1, 4]
+    # With alike pairs (1 - within < 1/3) both find them.
+    assert sorted(select_tree(pairs_affinity(0.8), 3, cost="paper").groups(0)) == pairs
 
 
 def test_tree_cost_follows_task_names_not_order():
@@ -80,17 +112,18 @@ def test_tree_cost_rejects_mismatched_affinity():
 # Exact search against brute force.
 
 
-def brute_force(affinity, budget, size):
+def brute_force(affinity, budget, size, cost="balanced"):
     feasible = [
-        (tree_cost(t, affinity), size(t))
+        (tree_cost(t, affinity, cost=cost), size(t))
         for t in enumerate_trees(affinity.tasks, affinity.num_branch_points)
         if size(t) <= budget
     ]
     return min(feasible)
 
 
+@pytest.mark.parametrize("cost", ["balanced", "paper"])
 @pytest.mark.parametrize("seed", range(12))
-def test_exact_search_matches_brute_force(seed):
+def test_exact_search_matches_brute_force(seed, cost):
     rng = np.random.default_rng(seed)
     num_tasks, num_blocks = int(rng.integers(2, 6)), int(rng.integers(1, 4))
     if seed < 4:  # make sure the largest size is covered
@@ -100,10 +133,10 @@ def test_exact_search_matches_brute_force(seed):
     shared = size(BranchingTree.shared(affinity.tasks, num_blocks))
     independent = size(BranchingTree.independent(affinity.tasks, num_blocks))
     budget = int(rng.integers(shared, independent + 1))
-    best_cost, best_size = brute_force(affinity, budget, size)
-    tree = select_tree(affinity, budget, size=size, method="exact")
+    best_cost, best_size = brute_force(affinity, budget, size, cost)
+    tree = select_tree(affinity, budget, size=size, method="exact", cost=cost)
     assert size(tree) <= budget
-    assert tree_cost(tree, affinity) == pytest.approx(best_cost, abs=1e-9)
+    assert tree_cost(tree, affinity, cost=cost) == pytest.approx(best_cost, abs=1e-9)
     assert size(tree) == best_size  # ties go to the smaller tree
 
 
@@ -190,6 +223,7 @@ def test_budget_below_shared_size_names_the_smallest_size():
         ({"budget": 3, "method": "greedy"}, ValueError),
         ({"budget": 3, "size": 12}, TypeError),
         ({"budget": 3, "beam_width": 0}, ValueError),
+        ({"budget": 3, "cost": "mean"}, ValueError),
         ({"budget": 3, "size": lambda tree: float("nan")}, ValueError),
     ],
 )

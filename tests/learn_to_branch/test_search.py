@@ -53,10 +53,13 @@ def test_search_through_fit_then_build_plain_model(small_data, tmp_path):
     assert not hasattr(search, "tree") and not hasattr(search, "build")  # the result builds
 
     probabilities = result.details["router_probabilities"]
-    assert sorted(probabilities) == ["router_block2", "router_block3"]
+    # The heads are routed too (route_heads=True): a fourth layer's router.
+    assert sorted(probabilities) == ["router_block2", "router_block3", "router_block4"]
     assert np.asarray(probabilities["router_block3"]).shape == (4, 2)
+    assert np.asarray(probabilities["router_block4"]).shape == (4, 4)  # 4 heads, 4 nodes
     np.testing.assert_allclose(np.sum(probabilities["router_block3"], axis=-1), 1.0, rtol=1e-5)
     assert result.settings["widths"] == [1, 2, 4] and result.settings["seed"] == 0
+    assert result.settings["route_heads"] is True
     again = SearchResult.from_json(result.to_json())
     assert again.plan == result.plan and again.details == result.details
     assert again.settings == result.settings and again.method == "LearnToBranch"
@@ -153,6 +156,25 @@ def test_search_on_jax(tmp_path):
     assert "OK" in out
 
 
+def test_routed_heads_group_the_last_block(small_data):
+    x, y, _ = small_data
+    builder = make_builder(list(y))
+    search = LearnToBranch(builder, widths=[1, 2, 2], seed=0)
+    result = search.search(x, y, epochs=1, batch_size=64, verbose=0)
+    assert result.plan.num_blocks == 3
+    assert result.plan.num_copies()[-1] <= 2  # four tasks on at most two last nodes
+    # A one-node last block shares it: the fully shared tree.
+    shared = LearnToBranch(builder, widths=[1, 1, 1], seed=0).search(
+        x, y, epochs=1, batch_size=64, verbose=0
+    )
+    assert shared.plan == BranchingTree.shared(list(y), 3)
+    paper = LearnToBranch(builder, widths=[1, 2, 4], route_heads=False, seed=0).search(
+        x, y, epochs=1, batch_size=64, verbose=0
+    )
+    assert paper.plan.num_copies()[-1] == 4  # one node per task
+    assert sorted(paper.details["router_probabilities"]) == ["router_block2", "router_block3"]
+
+
 def test_rejects_bad_arguments():
     builder = make_builder(["a", "b"])
     with pytest.raises(TypeError, match="Expected `builder` to be a `BranchedModelBuilder`"):
@@ -160,7 +182,9 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"one width per block \(3 widths\)"):
         LearnToBranch(builder, [1, 2])
     with pytest.raises(ValueError, match=r"last width to equal the number of tasks \(2"):
-        LearnToBranch(builder, [1, 2, 3])
+        LearnToBranch(builder, [1, 2, 3], route_heads=False)
+    with pytest.raises(TypeError, match="route_heads='yes'"):
+        LearnToBranch(builder, [1, 2, 2], route_heads="yes")
     with pytest.raises(ValueError, match=r"width >= 1. Received: widths=\[0, 2, 2\]"):
         LearnToBranch(builder, [0, 2, 2])
     with pytest.raises(ValueError, match="router_learning_rate=-1"):
@@ -186,7 +210,8 @@ def _recovers_groups(seed):
         tasks=[Task(n, head=lambda: keras.layers.Dense(1), loss="mse") for n in y],
         optimizer=keras.optimizers.Adam(1e-3),
     )
-    search = LearnToBranch(builder, widths=[1, 2, 4], seed=seed)  # default schedule and rates
+    # The paper's layout: one node per task in the last block, heads fixed.
+    search = LearnToBranch(builder, widths=[1, 2, 4], route_heads=False, seed=seed)
     tree = search.search(x, y, epochs=20, batch_size=128, verbose=0).plan
     # The last partition is one group per task by construction (last width =
     # number of tasks); the learned grouping is the partition before it.
