@@ -424,10 +424,12 @@ class Search:
         user_callbacks = list(callbacks or [])
         backups = [c for c in user_callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
         history_backup = _SearchStateBackup(backups[0].backup_dir) if backups else None
+        # The guard runs first: a diverged epoch raises before a user's
+        # `BackupAndRestore` saves it, so the last backup stays a good one.
         all_callbacks = (
-            user_callbacks
+            [_DivergenceGuard()]
+            + user_callbacks
             + list(self.search_callbacks(model))
-            + [_DivergenceGuard()]
             + ([history_backup] if history_backup else [])
         )
         if type(x).__module__.startswith("tensorflow") and "shuffle" not in fit_kwargs:

@@ -285,6 +285,7 @@ class AffinityBranching(Search):
         # The held-out split is made here rather than in `prepare_data`, which
         # does not see `sample_weight` (it must be cut with `x` and `y`).
         self.affinity, self._plan = None, None
+        self.result, self.model = None, None  # nothing stale if the checks below fail
         self.check_data(x, y, validation_data, fit_kwargs.get("sample_weight"))
         x, y, validation_data, fit_kwargs = self._hold_out(x, y, validation_data, fit_kwargs)
         builder = self.builder

@@ -103,14 +103,22 @@ def _add_weight_decay(model, weight_decay, num_tasks):
 
     `0.5 * weight_decay * num_tasks * ||w||^2` for every trainable weight but
     biases and architecture variables (the official code adds the penalty
-    to every task's loss).
+    to every task's loss). Where the weight's layer has a matching
+    `<weight name>_regularizer` setting (`kernel_regularizer` of `Dense` and
+    convolutions, ...), that setting is set too, so the penalty is in the
+    layer's config and survives a `.keras` save and reload of the network.
     """
     if not weight_decay:
         return
     regularizer = keras.regularizers.L2(0.5 * weight_decay * num_tasks)
-    for variable in model.trainable_weights:
-        if not is_architecture_variable(variable) and variable.name != "bias":
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for variable in layer._trainable_variables:
+            if is_architecture_variable(variable) or variable.name == "bias":
+                continue
             variable.regularizer = regularizer
+            setting = f"{variable.name}_regularizer"
+            if hasattr(layer, setting):
+                setattr(layer, setting, regularizer)
 
 
 class LearnedAllocation(Search):
@@ -136,6 +144,14 @@ class LearnedAllocation(Search):
       paper with Adam; the optimizer's decoupled `weight_decay`, AdamW-style,
       would be another regulariser, nearly inactive at the paper's 3e-4 and
       learning rate 1e-4).
+
+    Interrupted work resumes exactly: run the search again with the same
+    `keras.callbacks.BackupAndRestore`, or reload the routed network saved
+    to `.keras` mid-search and continue it as the search trains it
+    (`x, y, _ = search.prepare_data(x, y, None)`, then `model.fit(x, y,
+    initial_epoch=..., callbacks=search.search_callbacks(model))`): the
+    optimizer's step and so the temperature, the optimizers' state, the
+    weight decay and the masks' noise state are all restored.
 
     `search(x, y, ...)` takes one `x` for every task (each task sees the
     same examples) or, for a builder with per-task inputs, a dict of

@@ -11,6 +11,8 @@ from keras_branching._validation import check_positive_int
 from keras_branching.layers.gumbel import gumbel_softmax
 from keras_branching.optimizers import mark_architecture_variable
 
+_SEED_STATE = "seed_generator_state"
+
 
 def _check_real(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -43,7 +45,10 @@ class AllocationMask(keras.layers.Layer):
     The temperature is a non-trainable weight named `"temperature"`, so a
     callback can anneal it during training (see
     `keras_branching.callbacks.TemperatureSchedule`; the paper uses
-    `max(0.5, 50 / sqrt(step + 1))`).
+    `max(0.5, 50 / sqrt(step + 1))`). Saved to `.keras` (and in weight
+    files) with the logits and the noise generator's state, so a network
+    saved mid-training and reloaded continues exactly: same temperature,
+    same noise.
 
     With `budget` set, the layer adds, through `add_loss`, the penalty of the
     paper for every task that expects to use more than a fraction `budget`
@@ -225,6 +230,26 @@ class AllocationMask(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         self._check_shapes(input_shape)
         return [(shape[0], *shape[2:]) for shape in input_shape]
+
+    def save_own_variables(self, store):
+        # The noise generator's state too, so that a network saved in the
+        # middle of training and reloaded draws the allocations an
+        # uninterrupted run would have drawn.
+        super().save_own_variables(store)
+        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        variables = self._trainable_variables + self._non_trainable_variables
+        keys = [k for k in store.keys() if k != _SEED_STATE]
+        if len(keys) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expected {len(variables)} variables, but received "
+                f"{len(keys)} variables during loading."
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
+        if _SEED_STATE in store.keys():  # absent in files written before it was saved
+            self.seed_generator.state.assign(store[_SEED_STATE])
 
     def get_config(self):
         config = super().get_config()

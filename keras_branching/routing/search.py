@@ -13,10 +13,11 @@ import numpy as np
 
 from keras_branching import naming
 from keras_branching._validation import check_non_negative, check_positive, check_positive_int
+from keras_branching.data_checks import DataError
 from keras_branching.layers.supernet_route import SupernetRoute, route_choices
 from keras_branching.routing.builder import RoutingModelBuilder
 from keras_branching.routing.plan import INPUT, RoutingPlan
-from keras_branching.search import Search
+from keras_branching.search import DivergenceError, Search
 
 _MAX_CHOICES = 4096
 _EPSILON = 1e-8
@@ -126,10 +127,17 @@ class ShareRouting(Search):
             dataset of known size); in (0, 1), default 0.2.
         metric: the per-task score, a `keras.metrics.Metric` instance whose
             higher values are better (cloned for each task). By default it
-            is chosen per task from the validation targets: `keras.metrics.AUC()`
-            for 0/1 targets, the negative mean squared error for any other
-            targets (regression); `result.details["reward_metrics"]` states
-            the choice. The reward is its mean over the credited tasks.
+            is chosen per task from the validation targets (see
+            `reward_metric`): `keras.metrics.AUC()` for 0/1 targets, the
+            negative mean squared error for real-valued (float) regression
+            targets; any other targets (integer class labels other than
+            0/1, strings, NaN or inf, float targets of a cross-entropy
+            task) stop the search with a `DataError` naming the task unless
+            a `metric` is given. `result.details["reward_metrics"]` states
+            the choice. Validation examples with sample weight 0 (the third
+            element of `validation_data`, for example from
+            `keras_branching.datasets.mask_missing`) do not count. The
+            reward is the metric's mean over the credited tasks.
         seed: optional int: the initial weights, every sampler's seed and
             the policy updates' draws derive from it.
 
@@ -250,6 +258,7 @@ class ShareRouting(Search):
             for m in range(self.num_experts)
         ] + [("tower", t) for t in builder.task_names]
         self._validation = None
+        self._rewards = None
 
     # The search space.
 
@@ -349,29 +358,68 @@ class ShareRouting(Search):
     # Data.
 
     def prepare_data(self, x, y, validation_data):
-        """Splits off the validation data if needed and keeps it in memory for the reward."""
+        """Splits off the validation data if needed and keeps it in memory for the reward.
+
+        Also chooses each task's reward metric from its validation targets
+        (see `reward_metric`), so targets that fit no metric stop the
+        search before it trains.
+        """
         if validation_data is None:
             x, y, validation_data = self._split(x, y)
+        weights = None
         if _is_dataset(validation_data):
             x_val, y_val = self._materialise(validation_data)
         elif isinstance(validation_data, (list, tuple)) and len(validation_data) in (2, 3):
             x_val, y_val = np.asarray(validation_data[0]), validation_data[1]
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                weights = validation_data[2]
         else:
             raise ValueError(
                 "Expected `validation_data` to be `(x_val, y_val)` or a `tf.data.Dataset`. "
                 f"Received: validation_data={validation_data!r}"
             )
         y_val = self._check_targets(x_val, y_val, "the validation targets")
-        if self.metric is None:
-            for task, values in y_val.items():
-                if _is_binary(values) and np.unique(values).size < 2:
-                    raise ValueError(
-                        f"The validation targets of task {task!r} hold a single class, so "
-                        "its AUC is undefined. Pass more validation data or a `metric` for "
-                        "these targets."
-                    )
-        self._validation = (x_val, y_val)
+        weights = self._check_weights(x_val, weights)
+        if not np.issubdtype(x_val.dtype, np.number) or not np.all(np.isfinite(x_val)):
+            raise DataError(
+                "Expected finite numbers in the validation inputs the reward is scored on. "
+                f"Received inputs of dtype {x_val.dtype}"
+                + (
+                    f" with {int(np.size(x_val) - np.isfinite(x_val).sum())} NaN or inf values"
+                    if np.issubdtype(x_val.dtype, np.number)
+                    else ""
+                )
+            )
+        losses = {task.name: task.loss for task in self.builder.tasks}
+        self._rewards = {
+            t: reward_metric(t, y_val[t], weights[t], losses.get(t), self.metric)
+            for t in self.builder.task_names
+        }
+        self._validation = (x_val, y_val, weights)
         return x, y, validation_data
+
+    def _check_weights(self, x_val, weights):
+        """`{task: weights}` of the validation examples (1 where none are given)."""
+        tasks = self.builder.task_names
+        if weights is None:
+            return {t: np.ones(len(x_val), "float32") for t in tasks}
+        if not isinstance(weights, dict):
+            weights = dict.fromkeys(tasks, weights)
+        if set(weights) != set(tasks):
+            raise DataError(
+                f"Expected validation sample weights keyed by the tasks {list(tasks)}. "
+                f"Received keys: {sorted(weights)}"
+            )
+        checked = {}
+        for t in tasks:
+            w = np.asarray(weights[t], dtype="float32").reshape(len(x_val), -1)[:, 0]
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise DataError(
+                    f"Expected finite validation sample weights >= 0 for task {t!r}. "
+                    f"Received values in [{np.nanmin(w)}, {np.nanmax(w)}]"
+                )
+            checked[t] = w
+        return checked
 
     def _split(self, x, y):
         if _is_dataset(x):
@@ -423,26 +471,31 @@ class ShareRouting(Search):
                 )
         return y
 
-    def make_metric(self, targets=None):
-        """A fresh per-task score and its sign (the reward is `sign * score`).
+    def make_metric(self, task):
+        """A fresh score of `task`'s predictions and its sign (the reward is `sign * score`).
 
-        The given `metric`, else AUC for 0/1 `targets` and the negative mean
-        squared error for other targets.
+        The given `metric`, else the metric `reward_metric` chose from the
+        task's validation targets (known once `search` has started).
         """
         if self.metric is not None:
             return self.metric.__class__.from_config(self.metric.get_config()), 1.0
-        if targets is None or _is_binary(targets):
-            return keras.metrics.AUC(), 1.0
-        return keras.metrics.MeanSquaredError(), -1.0
+        if self._rewards is None:
+            raise ValueError(
+                "The reward metric of each task is chosen from its validation targets. "
+                "Call `search` first."
+            )
+        return _REWARD_METRICS[self._rewards[task]]()
 
     def reward_metrics(self):
-        """`{task: metric name}`: what the reward scores, per task (after `search`)."""
-        _, y_val = self._validation
-        names = {}
-        for task in self.builder.task_names:
-            metric, sign = self.make_metric(y_val[task])
-            names[task] = ("negative_" if sign < 0 else "") + metric.name
-        return names
+        """`{task: name}`: what the reward scores, per task (after `search` has started).
+
+        `"auc"` for 0/1 targets, `"negative_mean_squared_error"` for
+        real-valued targets, or the given `metric`'s name.
+        """
+        return {
+            task: self.metric.name if self.metric is not None else self._rewards[task]
+            for task in self.builder.task_names
+        }
 
     def get_config(self):
         config = super().get_config()
@@ -484,8 +537,7 @@ class _PolicyUpdate(keras.callbacks.Callback):
         super().__init__()
         self.search = search
         self.routes = routes
-        _, y_val = search._validation
-        self.metrics = {t: search.make_metric(y_val[t]) for t in search.builder.task_names}
+        self.metrics = {t: search.make_metric(t) for t in search.builder.task_names}
         self.epoch = 0
         self.rewards = []
 
@@ -533,10 +585,17 @@ class _PolicyUpdate(keras.callbacks.Callback):
             return self.model.predict(x, batch_size=len(x), verbose=0)
         return self.model.predict_on_batch(x)
 
-    def _score(self, task, y_true, y_pred):
+    def _score(self, task, y_true, y_pred, sample_weight):
+        y_pred = np.asarray(keras.ops.convert_to_numpy(y_pred))
+        if not np.all(np.isfinite(y_pred)):
+            raise DivergenceError(
+                f"The search diverged in epoch {self.epoch + 1}: the supernet's predictions "
+                f"for task {task!r} on the validation data are not finite (scored for a "
+                "policy update). Check the data for NaN or inf and try a lower learning rate."
+            )
         metric, sign = self.metrics[task]
         metric.reset_state()
-        metric.update_state(y_true, y_pred)
+        metric.update_state(y_true, y_pred, sample_weight=sample_weight)
         value = sign * float(keras.ops.convert_to_numpy(metric.result()))
         if not np.isfinite(value):
             raise ValueError(
@@ -545,25 +604,45 @@ class _PolicyUpdate(keras.callbacks.Callback):
             )
         return value
 
+    def _probabilities(self):
+        """Every block's policy; a `DivergenceError` if a policy is not finite."""
+        probabilities = {}
+        for block, layer in self.routes.items():
+            p = layer.probabilities()
+            if not np.all(np.isfinite(p)):
+                raise DivergenceError(
+                    f"The search diverged in epoch {self.epoch + 1}: the policy of "
+                    f"{self.search.block_label(block)!r} is not finite. Check the data for "
+                    "NaN or inf and try a lower `policy_learning_rate`."
+                )
+            probabilities[block] = p
+        return probabilities
+
     def _update(self, batch):
         """One REINFORCE step; returns the mean score of the sampled architectures."""
         search = self.search
         tasks = search.builder.task_names
         seed = None if search.seed is None else [search.seed, self.epoch, batch]
         rng = np.random.default_rng(seed)
-        x_val, y_val = search._validation
+        x_val, y_val, w_val = search._validation
         size = min(search.validation_batch_size, len(x_val))
         index = np.sort(rng.choice(len(x_val), size=size, replace=False))
-        x, y = x_val[index], {t: v[index] for t, v in y_val.items()}
+        x = x_val[index]
+        y = {t: v[index] for t, v in y_val.items()}
+        w = {t: v[index] for t, v in w_val.items()}
         if search.metric is None:
-            single = [t for t in tasks if _is_binary(y[t]) and np.unique(y[t]).size < 2]
+            single = [
+                t
+                for t in tasks
+                if search._rewards[t] == "auc" and np.unique(y[t][w[t] > 0]).size < 2
+            ]
             if single:
                 raise ValueError(
                     f"The validation batch of this policy update holds a single class for "
                     f"tasks {single}, so their AUC is undefined. Raise `validation_batch_size`."
                 )
 
-        probabilities = {block: layer.probabilities() for block, layer in self.routes.items()}
+        probabilities = self._probabilities()
         samples, scores = [], []
         try:
             for _ in range(search.samples_per_update):
@@ -571,7 +650,7 @@ class _PolicyUpdate(keras.callbacks.Callback):
                 for block, layer in self.routes.items():
                     layer.set_choice(sample[block])
                 predictions = self._predict(x)
-                scores.append({t: self._score(t, y[t], predictions[t]) for t in tasks})
+                scores.append({t: self._score(t, y[t], predictions[t], w[t]) for t in tasks})
                 samples.append(sample)
         finally:
             for layer in self.routes.values():
@@ -630,10 +709,113 @@ class _PolicyUpdate(keras.callbacks.Callback):
         return gradient
 
 
-def _is_binary(values):
-    """Whether every target is 0 or 1 (AUC applies)."""
-    values = np.asarray(values)
-    return bool(np.all((values == 0) | (values == 1)))
+def _negative_mean_squared_error():
+    return keras.metrics.MeanSquaredError(), -1.0
+
+
+_REWARD_METRICS = {
+    "auc": lambda: (keras.metrics.AUC(), 1.0),
+    "negative_mean_squared_error": _negative_mean_squared_error,
+}
+
+
+def _loss_name(loss):
+    if isinstance(loss, str):
+        return loss
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    return str(name or type(loss).__name__)
+
+
+def reward_metric(task, targets, sample_weight=None, loss=None, metric=None):
+    """The default reward metric of one task of `ShareRouting`, from its validation targets.
+
+    Only the examples with a sample weight > 0 count (so labels masked by
+    `keras_branching.datasets.mask_missing` are ignored):
+
+    - targets that are all 0 or 1 (both present): `"auc"`, the area under
+      the ROC curve of the task's predictions (`keras.metrics.AUC`);
+    - real-valued (float) targets of a task whose loss is not a
+      cross-entropy: `"negative_mean_squared_error"`, minus the mean squared
+      error of its predictions (higher is better, as for AUC);
+    - anything else is an error: targets that are not numbers, NaN or
+      inf, integer class labels other than 0/1, float targets of a task
+      trained with a cross-entropy (class labels or probabilities), a
+      single class. Pass `ShareRouting(metric=...)` for such targets.
+
+    Args:
+        task: the task's name (for messages).
+        targets: the task's validation targets, an array.
+        sample_weight: optional per-example weights (`None`: all count).
+        loss: the task's loss (a name, function or `keras.losses.Loss`).
+        metric: the user's metric, if any: then no default is chosen and
+            only the weights are used.
+
+    Returns:
+        `"auc"` or `"negative_mean_squared_error"`, or None when `metric`
+        is given.
+
+    Raises:
+        DataError: for targets that fit neither default metric, naming the
+            task.
+
+    Example:
+
+    >>> import numpy as np
+    >>> reward_metric("clicked", np.array([0, 1, 1, 0]))
+    'auc'
+    >>> reward_metric("price", np.array([1.5, 2.0, 0.3]), loss="mse")
+    'negative_mean_squared_error'
+    """
+    if metric is not None:
+        return None
+    values = np.asarray(targets)
+    if sample_weight is not None and len(values):
+        counted = np.asarray(sample_weight).reshape(len(values), -1)[:, 0] > 0
+        values = values[counted]
+    advice = "Pass `ShareRouting(metric=...)` with a metric for these targets"
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise DataError(
+            f"Expected numeric validation targets for task {task!r} (0/1 labels or "
+            f"real-valued regression targets). Received targets of dtype {values.dtype}. "
+            f"{advice}."
+        )
+    finite = np.isfinite(values)
+    if not np.all(finite):
+        raise DataError(
+            f"Expected finite validation targets for task {task!r}. Received "
+            f"{int(values.size - finite.sum())} NaN or inf values of {values.size}. Mark "
+            "missing labels with `keras_branching.datasets.mask_missing` (sample weight 0), "
+            f"or {advice[0].lower()}{advice[1:]}."
+        )
+    if values.size == 0:
+        raise DataError(
+            f"Expected at least one validation example with a label for task {task!r}. "
+            "Received none (every sample weight is 0)."
+        )
+    classes = np.unique(values)
+    if np.all((classes == 0) | (classes == 1)):
+        if classes.size < 2:
+            raise DataError(
+                f"The validation targets of task {task!r} hold a single class "
+                f"({classes[0]:g}), so its AUC is undefined. Pass more validation data or "
+                "a `metric` for these targets."
+            )
+        return "auc"
+    shown = ", ".join(f"{c:g}" for c in classes[:6]) + (", ..." if classes.size > 6 else "")
+    if not np.issubdtype(values.dtype, np.floating):
+        raise DataError(
+            f"Expected 0/1 labels or real-valued (float) regression targets for task "
+            f"{task!r}. Received integer labels with {classes.size} values ({shown}): "
+            "AUC needs 0/1 labels. One-hot encode class labels, cast regression targets to "
+            f"float, or {advice[0].lower()}{advice[1:]}."
+        )
+    if loss is not None and "crossentropy" in _loss_name(loss).lower():
+        raise DataError(
+            f"Expected 0/1 labels for task {task!r}, trained with the loss "
+            f"{_loss_name(loss)!r}. Received values other than 0 and 1 ({shown}): AUC needs "
+            f"0/1 labels and these are not regression targets. {advice}."
+        )
+    return "negative_mean_squared_error"
 
 
 def _apply_policy_step(model, gradients, variables):

@@ -147,3 +147,24 @@ def test_bad_inputs():
         mask(_stacks()[0])
     with pytest.raises(ValueError, match="num_tasks=2"):
         mask([keras.Input((3, 5))])  # symbolic calls are checked too
+
+
+def test_noise_state_is_saved_so_a_reloaded_mask_draws_the_same_allocations(tmp_path):
+    inputs = [keras.Input((3, 2)), keras.Input((3, 2))]
+    mask = AllocationMask(2, 3, initial_probability=0.5, temperature=1.0, seed=4)
+    model = keras.Model(inputs, mask(inputs))
+    stacked = [np.ones((1, 3, 2), "float32")] * 2
+    for _ in range(3):  # advance the noise
+        model(stacked, training=True)
+    path = str(tmp_path / "mask.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    again = reloaded.get_layer(mask.name)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again.seed_generator.state),
+        keras.ops.convert_to_numpy(mask.seed_generator.state),
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again._sample(True)),
+        keras.ops.convert_to_numpy(mask._sample(True)),
+    )

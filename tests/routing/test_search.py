@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
+from keras_branching.data_checks import DataError
 from keras_branching.layers.supernet_route import SupernetRoute
 from keras_branching.routing.builder import RoutingModelBuilder
 from keras_branching.routing.plan import RoutingPlan
-from keras_branching.routing.search import ShareRouting
+from keras_branching.routing.search import ShareRouting, reward_metric
 from keras_branching.search import SearchResult
 from keras_branching.task import Task
 from tests.fresh_process import run_python
@@ -227,7 +228,7 @@ def test_rejects_bad_settings():
 
 def test_rejects_bad_data():
     search, x, y, _ = _search(num_layers=1)
-    with pytest.raises(ValueError, match="keyed by the tasks"):
+    with pytest.raises(ValueError, match="keyed by"):
         search.search(x, {"g0_t0": y["g0_t0"]}, epochs=2)
     with pytest.raises(ValueError, match="warmup_epochs=1"):
         search.search(x, y, epochs=1, verbose=0)
@@ -259,3 +260,100 @@ def test_search_trains_on_jax(tmp_path):
     script = tmp_path / "jax_search.py"
     script.write_text(JAX_SCRIPT)
     assert "reward" in run_python(script, cwd=tmp_path, backend="jax")
+
+
+def _mixed_search(loss_b="mse"):
+    """Task `a` classifies (0/1 labels), task `b` as given."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 8)).astype("float32")
+    tasks = [
+        Task(
+            "a",
+            head=lambda: keras.layers.Dense(1, activation="sigmoid"),
+            loss="binary_crossentropy",
+        ),
+        Task("b", head=lambda: keras.layers.Dense(1), loss=loss_b),
+    ]
+    builder = RoutingModelBuilder((8,), [lambda: keras.layers.Dense(4, activation="relu")], tasks)
+    y = {"a": (x[:, :1] > 0).astype("float32"), "b": x[:, 1:2] * 2.0}
+    search = ShareRouting(builder, num_experts=2, warmup_epochs=0, steps_per_update=2, seed=0)
+    return search, x, y
+
+
+def test_reward_metric_is_chosen_per_task_and_stated():
+    search, x, y = _mixed_search()
+    result = search.search(x, y, epochs=1, batch_size=40, verbose=0)
+    assert result.details["reward_metrics"] == {"a": "auc", "b": "negative_mean_squared_error"}
+    # The mean of an AUC (at most 1) and a negative squared error (at most 0).
+    assert result.history["reward"][0] < 1.0
+
+
+@pytest.mark.parametrize(
+    "targets, match",
+    [
+        (np.where(np.arange(120) % 7 == 0, np.nan, 1.0), r"(task 'b'|y\['b'\]).*NaN.* 18 "),
+        (np.arange(120) % 3, r"task 'b'.*integer labels with 3 values \(0, 1, 2\)"),
+        (np.array(["x", "y"] * 60), r"task 'b'.*dtype <U1"),
+        (np.full(120, np.inf), r"(task 'b'|y\['b'\]).*inf.* 120 "),
+    ],
+    ids=["nan", "three_classes", "strings", "inf"],
+)
+def test_reward_rejects_targets_that_fit_no_metric(targets, match):
+    search, x, y = _mixed_search()
+    bad = dict(y, b=targets.reshape(120, 1))
+    with pytest.raises(DataError, match=match):
+        search.search(x, y, validation_data=(x, bad), epochs=1, verbose=0)
+    assert search.result is None
+
+
+def test_reward_metric_rejects_non_finite_targets_itself():
+    """Also where the search's data checks are bypassed (a dataset, say)."""
+    with pytest.raises(DataError, match=r"task 'b'.*2 NaN or inf values of 4"):
+        reward_metric("b", np.array([0.5, np.nan, np.inf, 1.0]))
+    # Masked examples (weight 0) do not count.
+    assert reward_metric("b", np.array([0.0, np.nan, 1.0]), sample_weight=[1, 0, 1]) == "auc"
+
+
+def test_reward_rejects_non_binary_targets_of_a_cross_entropy_task():
+    search, x, y = _mixed_search(loss_b="binary_crossentropy")
+    soft = dict(y, b=np.full((120, 1), 0.3, "float32"))
+    with pytest.raises(DataError, match=r"task 'b'.*'binary_crossentropy'.*\(0.3\)"):
+        search.search(x, y, validation_data=(x, soft), epochs=1, verbose=0)
+
+
+def test_reward_with_nan_validation_inputs_is_an_error():
+    search, x, y = _mixed_search()
+    x_val = x.copy()
+    x_val[3, 2] = np.nan
+    with pytest.raises(DataError, match=r"validation.* x.*NaN in 1 |validation inputs.*1 NaN"):
+        search.search(x, y, validation_data=(x_val, y), epochs=1, verbose=0)
+
+
+def test_users_metric_scores_targets_no_default_fits():
+    class NegativeMAE(keras.metrics.MeanAbsoluteError):
+        def result(self):
+            return -super().result()
+
+    search, x, y = _mixed_search()
+    classes = dict(y, b=(np.arange(120) % 3).reshape(120, 1))
+    search.metric = NegativeMAE(name="negative_mae")
+    result = search.search(x, classes, epochs=1, batch_size=40, verbose=0)
+    assert result.details["reward_metrics"] == {"a": "negative_mae", "b": "negative_mae"}
+    assert np.isfinite(result.history["reward"][0])
+
+
+def test_reward_ignores_validation_labels_with_sample_weight_zero():
+    search, x, y = _mixed_search()
+    # Missing labels of `a` carry a sentinel (7) and weight 0, as after `mask_missing`.
+    missing = np.arange(120) % 5 == 0
+    y_val = dict(y, a=np.where(missing[:, None], 7.0, y["a"]).astype("float32"))
+    weights = {"a": (~missing).astype("float32"), "b": np.ones(120, "float32")}
+    result = search.search(
+        x, y, validation_data=(x, y_val, weights), epochs=1, batch_size=40, verbose=0
+    )
+    assert result.details["reward_metrics"]["a"] == "auc"
+    assert np.isfinite(result.history["reward"][0])
+    negative = np.ones(120, "float32")
+    negative[0] = -1
+    with pytest.raises(DataError, match=r"task 'a'.*\[-1.0, 1.0\]"):
+        search.search(x, y, validation_data=(x, y, dict(weights, a=negative)), epochs=1)
