@@ -282,8 +282,12 @@ class Runner:
         if family == "tree":
             builder = self.tree_builder()
             if kwargs.get("budget") == "groups":
+                # The true grouping's tree: the first block shared, the true
+                # groups after it (the size structure_recovery.py measures at).
                 partition = [list(g) for g in self.groups]
-                true_tree = kb.BranchingTree(self.names, [partition] * builder.num_blocks)
+                true_tree = kb.BranchingTree(
+                    self.names, [[self.names]] + [partition] * (builder.num_blocks - 1)
+                )
                 kwargs["budget"] = builder.count_params(true_tree)
         elif family == "routing":
             builder = self.routing_builder()

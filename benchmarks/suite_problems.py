@@ -64,7 +64,7 @@ class Problem:
             method: `search_epochs` plus the search's constructor arguments
             (a `metric` given by name is a `keras.metrics` class, instantiated).
             An affinity `budget` of `"groups"` is the size of the tree with
-            the true groups at every block.
+            the first block shared and the true groups after it.
         skip: method name -> reason it does not run on this problem.
         protocol: the paper's setting next to ours, for the docs.
     """
@@ -130,7 +130,7 @@ SYNTHETIC = Problem(
             "routing_layers": 2,
             "routing_units": 64,
             "AffinityBranching": {"search_epochs": 30, "budget": "groups", "num_samples": 500},
-            "LearnToBranch": {"search_epochs": 30, "widths": [1, 3, 6]},
+            "LearnToBranch": {"search_epochs": 30, "widths": [1, 3, 3]},
             "ShareRouting": {"search_epochs": 30, "num_experts": 3},
             "LearnedAllocation": {"search_epochs": 30, "allocation_learning_rate": 2e-2},
         },
@@ -143,7 +143,7 @@ SYNTHETIC = Problem(
             "routing_layers": 2,
             "routing_units": 16,
             "AffinityBranching": {"search_epochs": 1, "budget": "groups", "num_samples": 64},
-            "LearnToBranch": {"search_epochs": 1, "widths": [1, 3, 6]},
+            "LearnToBranch": {"search_epochs": 1, "widths": [1, 3, 3]},
             "ShareRouting": {
                 "search_epochs": 1,
                 "num_experts": 2,
@@ -227,7 +227,7 @@ MULTI_MNIST = Problem(
             "routing_layers": 2,
             "routing_units": 64,
             "AffinityBranching": {"search_epochs": 8, "budget": "groups", "num_samples": 500},
-            "LearnToBranch": {"search_epochs": 8, "widths": [1, 2, 6]},
+            "LearnToBranch": {"search_epochs": 8, "widths": [1, 2, 2]},
             "ShareRouting": {
                 "search_epochs": 8,
                 "num_experts": 3,
@@ -244,7 +244,7 @@ MULTI_MNIST = Problem(
             "routing_layers": 2,
             "routing_units": 16,
             "AffinityBranching": {"search_epochs": 1, "budget": "groups", "num_samples": 64},
-            "LearnToBranch": {"search_epochs": 1, "widths": [1, 2, 6]},
+            "LearnToBranch": {"search_epochs": 1, "widths": [1, 2, 2]},
             "ShareRouting": {
                 "search_epochs": 1,
                 "num_experts": 2,

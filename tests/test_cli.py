@@ -18,8 +18,11 @@ def test_demo_trains_compares_and_exports(tmp_path, capsys):
         assert expected in out
     # The two search methods ran, and each compared its tree with the true one.
     assert "Task affinity" in out and "Chosen tree" in out
-    assert "Learning to branch: a supernet of widths [1, 2, 4]" in out
+    assert "Learning to branch: a supernet of widths [1, 2, 2]" in out
     assert out.count("the true grouping") >= 2
+    # Random trees of the true grouping's size, and the verdict per search.
+    assert "random 3" in out and "random trees of its size" in out
+    assert "true groups" in out
     assert "largest difference from predict: 0.00e+00" in out
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
     tree = BranchingTree.from_json((tmp_path / "tree.json").read_text())

@@ -20,6 +20,7 @@ def synthetic_tasks(
     relatedness=0.9,
     noise=0.01,
     seed=0,
+    num_sines=10,
 ):
     """Regression tasks in groups: related inside a group, unrelated across.
 
@@ -28,7 +29,8 @@ def synthetic_tasks(
     `u2`, orthogonal to every other group's; the group's first task has
     weights `w = u1`, the others `w = p u1 + sqrt(1 - p^2) u2` with
     `p = relatedness`; every target is
-    `y = w.x + sum_{j=1..10} sin(j w.x + (j - 1)^2) + noise`.
+    `y = w.x + sum_{j=1..10} sin(j w.x + (j - 1)^2) + noise` (`num_sines`
+    sets the 10: fewer sines make a function small networks fit well).
     Tasks of one group share most of their signal (cosine similarity `p`
     between their weights); tasks of different groups share none. As in the
     reference, the tasks after the first of a group share one direction, so
@@ -86,11 +88,16 @@ def synthetic_tasks(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"Expected `seed` to be an int >= 0. Received: seed={seed!r}")
 
+    if isinstance(num_sines, bool) or not isinstance(num_sines, numbers.Integral) or num_sines < 0:
+        raise ValueError(
+            f"Expected `num_sines` to be an int >= 0. Received: num_sines={num_sines!r}"
+        )
+
     rng = np.random.default_rng(seed)
     # Orthonormal columns: 2 per group, all mutually orthogonal.
     directions, _ = np.linalg.qr(rng.standard_normal((input_dim, 2 * num_groups)))
     x = rng.standard_normal((num_examples, input_dim))
-    alphas = np.arange(1, 11, dtype=np.float64)
+    alphas = np.arange(1, num_sines + 1, dtype=np.float64)
     betas = (alphas - 1.0) ** 2
     y, groups = {}, []
     for g in range(num_groups):
