@@ -356,3 +356,15 @@ def test_task_batches_feeds_every_builders_model():
     for model in models:
         history = model.fit(once, shuffle=False, verbose=0)
         assert np.isfinite(history.history["loss"][0])
+
+
+def test_share_routing_rejects_a_per_task_input_builder():
+    from keras_branching import RoutingModelBuilder, ShareRouting, Task
+
+    builder = RoutingModelBuilder(
+        {"a": (4,), "b": (4,)},
+        [lambda: keras.layers.Dense(4)],
+        [Task(t, lambda: keras.layers.Dense(1), "mse") for t in ("a", "b")],
+    )
+    with pytest.raises(ValueError, match=r"per-task inputs .*\['a', 'b'\]"):
+        ShareRouting(builder, num_experts=2)

@@ -17,6 +17,7 @@ from keras_branching import naming
 from keras_branching._validation import check_non_negative, check_positive
 from keras_branching.allocation.builder import AllocationBuilder
 from keras_branching.allocation.plan import Allocation
+from keras_branching.builder import seeded_layers
 from keras_branching.callbacks.temperature import TemperatureSchedule
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.joint_components import JointComponents
@@ -249,14 +250,16 @@ class LearnedAllocation(Search):
     def build_search_model(self):
         """The compiled routed network."""
         seeds = [self.seed_for(i) for i in range(len(self.builder.routed_layers))]
-        model = build_routed_network(
-            self.builder,
-            initial_probability=self.initial_probability,
-            temperature=self.initial_temperature,
-            budget=self.budget,
-            budget_weight=self.budget_weight,
-            seeds=None if self.seed is None else seeds,
-        )
+        # The builder's `seed` (if any) seeds the components' initial weights.
+        with seeded_layers(self.builder.seed, salt="allocation_search"):
+            model = build_routed_network(
+                self.builder,
+                initial_probability=self.initial_probability,
+                temperature=self.initial_temperature,
+                budget=self.budget,
+                budget_weight=self.budget_weight,
+                seeds=None if self.seed is None else seeds,
+            )
         _add_weight_decay(model, self.weight_decay, len(self.builder.task_names))
         return self.builder.compile(model, optimizer=self.optimizer())
 

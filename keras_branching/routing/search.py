@@ -181,6 +181,14 @@ class ShareRouting(Search):
         seed=None,
     ):
         super().__init__(builder, seed=seed)
+        if builder.per_task_inputs:
+            # The weight-sharing supernet reads one input batch for every task.
+            raise ValueError(
+                "ShareRouting needs a `RoutingModelBuilder` with one input for every "
+                "task; per-task inputs are not supported by its search yet. Received: a "
+                f"builder with inputs keyed by task {list(builder.input_names)}. Search "
+                "with one shared input, then build the plan with a per-task builder."
+            )
         self.num_experts = check_positive_int("num_experts", num_experts)
         if queries not in ("input", "all"):
             raise ValueError(
