@@ -4,8 +4,6 @@ import math
 import numbers
 import re
 
-from keras_branching.task import Task
-
 
 def check_positive(name, value):
     """`value` as a float if it is a finite real number > 0; else a ValueError."""
@@ -19,10 +17,20 @@ def check_positive(name, value):
     return float(value)
 
 
-def check_non_negative(name, value):
-    """`value` as a float if it is a real number >= 0; else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-        raise ValueError(f"Expected `{name}` >= 0. Received: {name}={value!r}")
+def check_non_negative(name, value, context=""):
+    """`value` as a float if it is a finite real number >= 0; else a ValueError.
+
+    `context` is appended to the message (e.g. " for task 'a'").
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a finite number >= 0. Received: {name}={value!r}{context}"
+        )
     return float(value)
 
 
@@ -37,6 +45,8 @@ def check_positive_int(name, value):
 
 def check_tasks(tasks):
     """`tasks` as a list if it is a non-empty list of `Task` with unique names."""
+    from keras_branching.task import Task  # task.py imports this module
+
     if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)):
         raise TypeError(f"Expected `tasks` to be a list of `Task`. Received: {tasks!r}")
     if not tasks:

@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from keras_branching._validation import check_non_negative
 from keras_branching.allocation.plan import Allocation
 from keras_branching.layers.supernet_route import route_choices
 from keras_branching.routing.plan import INPUT, RoutingPlan
@@ -62,16 +63,7 @@ def _check_seed(seed):
 
 
 def _check_size(num_params):
-    if (
-        isinstance(num_params, bool)
-        or not isinstance(num_params, numbers.Real)
-        or not math.isfinite(num_params)
-        or num_params < 0
-    ):
-        raise ValueError(
-            f"Expected `num_params` to be a number >= 0. Received: num_params={num_params!r}"
-        )
-    return float(num_params)
+    return check_non_negative("num_params", num_params)
 
 
 def _check_count(name, value):

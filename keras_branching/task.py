@@ -1,12 +1,11 @@
 """`Task`: one prediction target of a multi-task model."""
 
-import math
-import numbers
 import re
 
 import keras
 
 from keras_branching import naming
+from keras_branching._validation import check_non_negative
 
 NAME_RULE = (
     "an ASCII letter, then ASCII letters, digits, `_`, `-` or `.` "
@@ -118,16 +117,7 @@ class Task:
             if isinstance(metric, str) and metric.lower() in _COMPILE_METRICS:
                 continue
             _resolve("metric", keras.metrics.get, metric, name)
-        if (
-            isinstance(loss_weight, bool)
-            or not isinstance(loss_weight, numbers.Real)
-            or not math.isfinite(loss_weight)
-            or loss_weight < 0
-        ):
-            raise ValueError(
-                "Expected `loss_weight` to be a finite number >= 0. "
-                f"Received: loss_weight={loss_weight!r} for task {name!r}"
-            )
+        loss_weight = check_non_negative("loss_weight", loss_weight, f" for task {name!r}")
         self.name = name
         self.head = head
         self.loss = loss
