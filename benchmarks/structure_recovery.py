@@ -26,6 +26,11 @@ learning to branch `default` (the search's defaults, heads routed, widths
 block) or `paper` (`route_heads=False`, widths [1, groups, tasks]: one node
 per task in the last block, groups read at the block before it); 30 epochs.
 
+`--ltb KEY=VALUE` (repeatable; VALUE a Python literal) passes an extra
+argument to `LearnToBranch`, e.g. `--ltb usage_penalty=1.0 --ltb
+warmup_epochs=5` (see docs/methods/learning_to_branch.md, "Options beyond
+the paper").
+
 Run: `python benchmarks/structure_recovery.py synthetic --method affinity
 --seeds 5 [--variant paper]`. Keep to a few seeds at a time on a shared
 machine; `--first-seed` starts elsewhere.
@@ -126,6 +131,9 @@ def run_affinity(builder, train, validation, groups, seed, variant, epochs, budg
     return result.plan, builder.num_blocks - 1, last
 
 
+LTB_OPTIONS = {}  # extra `LearnToBranch` arguments (`--ltb key=value`)
+
+
 def run_learn_to_branch(builder, train, validation, groups, seed, variant, epochs, budget_tree):
     from keras_branching.learn_to_branch import LearnToBranch
 
@@ -133,10 +141,10 @@ def run_learn_to_branch(builder, train, validation, groups, seed, variant, epoch
     widths = [1] + [num_groups] * (builder.num_blocks - 1)
     if variant == "paper":  # one node per task in the last block
         widths = [1] * (builder.num_blocks - 2) + [num_groups, num_tasks]
-        search = LearnToBranch(builder, widths=widths, route_heads=False, seed=seed)
+        search = LearnToBranch(builder, widths=widths, route_heads=False, seed=seed, **LTB_OPTIONS)
         block = builder.num_blocks - 2
     else:
-        search = LearnToBranch(builder, widths=widths, seed=seed)
+        search = LearnToBranch(builder, widths=widths, seed=seed, **LTB_OPTIONS)
         block = builder.num_blocks - 1
     result = search.search(
         *train, validation_data=validation, epochs=epochs, batch_size=64, verbose=0
@@ -168,7 +176,19 @@ def main():
         help="the true tree whose size is the budget: first block shared (default), or "
         "the true groups at every block",
     )
+    parser.add_argument(
+        "--ltb",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra `LearnToBranch` argument (a Python literal), e.g. --ltb usage_penalty=0.1",
+    )
     args = parser.parse_args()
+    import ast
+
+    for option in args.ltb:
+        key, _, value = option.partition("=")
+        LTB_OPTIONS[key] = ast.literal_eval(value)
     variant = args.variant or VARIANTS[args.method][0]
     if variant not in VARIANTS[args.method]:
         parser.error(
@@ -177,7 +197,8 @@ def main():
     epochs = args.epochs or (20 if args.method == "affinity" else 30)
     run = run_affinity if args.method == "affinity" else run_learn_to_branch
     print(
-        f"{args.problem}, {args.method} ({variant}), {epochs} epochs, "
+        f"{args.problem}, {args.method} ({variant}{', ' if LTB_OPTIONS else ''}"
+        f"{', '.join(f'{k}={v!r}' for k, v in LTB_OPTIONS.items())}), {epochs} epochs, "
         f"{args.num_examples} training examples, seeds {args.first_seed}.."
         f"{args.first_seed + args.seeds - 1}"
     )

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_branching._validation import check_positive, check_positive_int
+from keras_branching._validation import check_non_negative, check_positive, check_positive_int
 from keras_branching.layers.gumbel import gumbel_softmax
 from keras_branching.optimizers import mark_architecture_variable
 
@@ -41,12 +41,27 @@ class GumbelRouter(keras.layers.Layer):
     under a mixed-precision policy; the mixing weights are then cast to the
     parents' dtype.
 
+    Usage penalty (not in the paper; off by default): with
+    `usage_penalty=lam > 0`, every training call adds
+    `lam * (P * sum_p u_p**2 - 1)` to the model's losses, where
+    `u_p = mean_c softmax(theta[c])_p` is the expected share of the children
+    that read parent `p`. It is 0 when the parents are used evenly and
+    `P - 1` when every child reads one parent, so it keeps the children from
+    crowding onto a few parents. It encodes a prior (use all parents about
+    equally), not a measure of how well tasks fit together.
+
     Args:
         num_children: number of output tensors (children), an int >= 1.
         temperature: initial Gumbel-softmax temperature, a number > 0.
         hard: whether training uses the hard one-hot sample with the
             straight-through gradient (default) or the soft mix.
         seed: optional int seed of the Gumbel noise.
+        usage_penalty: weight of the usage penalty above, a number >= 0
+            (default 0: the paper's router).
+        activity_penalty: not in the paper (default 0): in training, adds
+            `activity_penalty * mean(|parents|)` (the mean absolute
+            activation of the parent tensors) to the model's losses, an L1
+            activity penalty on the nodes this router reads, a number >= 0.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -59,8 +74,8 @@ class GumbelRouter(keras.layers.Layer):
     Raises:
         TypeError: for a non-int `num_children`, a non-bool `hard`, a
             non-int `seed`, or inputs that are not a list of tensors.
-        ValueError: for `num_children` < 1, `temperature` <= 0, or parents
-            of different shapes.
+        ValueError: for `num_children` < 1, `temperature` <= 0, a negative
+            `usage_penalty`, or parents of different shapes.
 
     Example:
 
@@ -74,9 +89,20 @@ class GumbelRouter(keras.layers.Layer):
     (3, 2)
     """
 
-    def __init__(self, num_children, temperature=1.0, hard=True, seed=None, **kwargs):
+    def __init__(
+        self,
+        num_children,
+        temperature=1.0,
+        hard=True,
+        seed=None,
+        usage_penalty=0.0,
+        activity_penalty=0.0,
+        **kwargs,
+    ):
         check_positive_int("num_children", num_children)
         check_positive("temperature", temperature)
+        check_non_negative("usage_penalty", usage_penalty)
+        check_non_negative("activity_penalty", activity_penalty)
         if not isinstance(hard, bool):
             raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
@@ -86,6 +112,8 @@ class GumbelRouter(keras.layers.Layer):
         self.temperature = float(temperature)
         self.hard = hard
         self.seed = None if seed is None else int(seed)
+        self.usage_penalty = float(usage_penalty)
+        self.activity_penalty = float(activity_penalty)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     @staticmethod
@@ -145,6 +173,13 @@ class GumbelRouter(keras.layers.Layer):
                 "Expected `GumbelRouter` inputs to be a list of parent tensors. "
                 f"Received: {type(inputs).__name__}"
             )
+        if training and self.usage_penalty > 0 and self.num_parents > 1:
+            self.add_loss(self.usage_penalty * self.usage_imbalance())
+        if training and self.activity_penalty > 0:
+            activity = ops.mean(
+                ops.stack([ops.mean(ops.abs(ops.cast(x, "float32"))) for x in inputs])
+            )
+            self.add_loss(self.activity_penalty * activity)
         weights = ops.cast(self.mixing_weights(bool(training)), inputs[0].dtype)
         stacked = ops.stack(list(inputs), axis=0)  # (P, batch, ...)
         mixed = ops.tensordot(weights, stacked, axes=1)  # (children, batch, ...)
@@ -159,6 +194,16 @@ class GumbelRouter(keras.layers.Layer):
         return [
             keras.KerasTensor(shapes[0], dtype=inputs[0].dtype) for _ in range(self.num_children)
         ]
+
+    def usage_imbalance(self):
+        """`P * sum_p u_p**2 - 1`, `u_p` the mean over children of p(parent p): a scalar.
+
+        0 when the children's probabilities spread evenly over the P
+        parents, `P - 1` when all of them are on one parent.
+        """
+        probabilities = ops.softmax(ops.cast(self.router_logits, "float32"), axis=-1)
+        usage = ops.mean(probabilities, axis=0)
+        return self.num_parents * ops.sum(usage * usage) - 1.0
 
     def parent_probabilities(self):
         """softmax(logits) as a numpy array of shape `(num_children, P)`."""
@@ -178,6 +223,8 @@ class GumbelRouter(keras.layers.Layer):
                 "temperature": self.temperature,
                 "hard": self.hard,
                 "seed": self.seed,
+                "usage_penalty": self.usage_penalty,
+                "activity_penalty": self.activity_penalty,
             }
         )
         return config

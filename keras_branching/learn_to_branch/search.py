@@ -15,6 +15,7 @@ import numpy as np
 from keras_branching._validation import check_positive
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.callbacks.temperature import TemperatureSchedule
+from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.learn_to_branch.supernet import (
     build_supernet,
     check_widths,
@@ -47,6 +48,26 @@ def _schedule_config(schedule):
         "decay_steps": schedule.decay_steps,
         "warmup_steps": schedule.warmup_steps,
     }
+
+
+class _FrozenRouters(keras.callbacks.Callback):
+    """Holds the router logits' learning rate at 0 for the first `epochs` epochs.
+
+    The routers keep sampling (uniformly, from their zero logits), so the
+    weights of every node and head are trained on every routing before the
+    routers start to choose.
+    """
+
+    def __init__(self, epochs, learning_rate):
+        super().__init__()
+        self.epochs = epochs
+        self.router_learning_rate = learning_rate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rate = 0.0 if epoch < self.epochs else self.router_learning_rate
+        optimizer = getattr(self.model.optimizer, "architecture_optimizer", None)
+        if optimizer is not None and float(optimizer.learning_rate) != rate:
+            optimizer.learning_rate = rate
 
 
 class _HeadsAsLastLayer:
@@ -131,13 +152,33 @@ class LearnToBranch(Search):
             at the block before it. See docs/methods/learning_to_branch.md.
         seed: optional int: seeds the supernet's initial weights
             (`keras.utils.set_random_seed`) and the routers' Gumbel noise.
+        usage_penalty: not in the paper (default 0, the paper's search):
+            weight of every router's usage penalty (see `GumbelRouter`),
+            which keeps children from crowding onto few parents. A prior
+            (use the nodes evenly), not a measure of task fit.
+        hard: True (default, the paper's): hard samples with the
+            straight-through gradient; False: soft Gumbel-softmax mixing.
+        warmup_epochs: not in the paper (default 0): the router logits do
+            not learn during the first `warmup_epochs` epochs (their
+            learning rate is 0; the routers keep sampling uniformly), so
+            the weights of every node and head are trained on every
+            routing before the routers choose.
+        router_optimizer: optional Keras optimizer (or name) for the
+            router logits, copied for each search; it replaces
+            `router_learning_rate` (default None: the builder's optimizer
+            class at `router_learning_rate`).
+        activity_penalty: not in the paper (default 0): an L1 penalty on
+            the activations of the nodes every router reads (see
+            `GumbelRouter`), meant to make a wide node cost more when it
+            serves unrelated tasks.
         **compile_kwargs: extra `compile` arguments of the supernet (for
             example `jit_compile=True`).
 
     Raises:
         TypeError, ValueError: for a builder that is not a
             `BranchedModelBuilder`, bad widths, a bad learning rate,
-            schedule, `route_heads` or seed.
+            schedule, `route_heads`, seed, `usage_penalty`, `hard` or
+            `warmup_epochs`.
 
     Example:
 
@@ -167,9 +208,33 @@ class LearnToBranch(Search):
         temperature_schedule=None,
         route_heads=True,
         seed=None,
+        usage_penalty=0.0,
+        hard=True,
+        warmup_epochs=0,
+        activity_penalty=0.0,
+        router_optimizer=None,
         **compile_kwargs,
     ):
         super().__init__(builder, seed=seed)
+        if (
+            isinstance(warmup_epochs, bool)
+            or not isinstance(warmup_epochs, (int, np.integer))
+            or warmup_epochs < 0
+        ):
+            raise ValueError(
+                "Expected `warmup_epochs` to be an int >= 0. "
+                f"Received: warmup_epochs={warmup_epochs!r}"
+            )
+        self.warmup_epochs = int(warmup_epochs)
+        if not isinstance(hard, bool):
+            raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")
+        self.hard = hard
+        GumbelRouter(1, usage_penalty=usage_penalty, activity_penalty=activity_penalty)  # checks
+        self.usage_penalty = float(usage_penalty)
+        self.activity_penalty = float(activity_penalty)
+        if router_optimizer is not None:
+            keras.optimizers.get(router_optimizer)  # checks it
+        self.router_optimizer = router_optimizer
         if not isinstance(route_heads, bool):
             raise TypeError(
                 f"Expected `route_heads` to be a bool. Received: route_heads={route_heads!r}"
@@ -210,12 +275,27 @@ class LearnToBranch(Search):
             temperature=self.temperature_schedule.initial_temperature,
             router_learning_rate=self.router_learning_rate,
             seed=self.seed_for(0),
+            usage_penalty=self.usage_penalty,
+            activity_penalty=self.activity_penalty,
+            router_optimizer=self.router_optimizer,
+            hard=self.hard,
             **self.compile_kwargs,
         )
 
     def search_callbacks(self, model):
-        """A fresh copy of the temperature schedule."""
-        return [copy.copy(self.temperature_schedule)]
+        """A fresh copy of the temperature schedule (and the routers' warm-up, if any)."""
+        callbacks = [copy.copy(self.temperature_schedule)]
+        if self.warmup_epochs:
+            rate = self.router_learning_rate
+            if self.router_optimizer is not None:
+                rate = keras.optimizers.get(self.router_optimizer).get_config()["learning_rate"]
+                if not isinstance(rate, (int, float)):
+                    raise ValueError(
+                        "Expected a router optimizer with a constant learning rate with "
+                        f"`warmup_epochs`. Received: learning_rate={rate!r}"
+                    )
+            callbacks.append(_FrozenRouters(self.warmup_epochs, rate))
+        return callbacks
 
     def derive_plan(self, model):
         """The tree the supernet has learned (see `derive_tree`)."""
@@ -235,6 +315,13 @@ class LearnToBranch(Search):
             {
                 "widths": list(self.widths),
                 "route_heads": self.route_heads,
+                "usage_penalty": self.usage_penalty,
+                "hard": self.hard,
+                "warmup_epochs": self.warmup_epochs,
+                "activity_penalty": self.activity_penalty,
+                "router_optimizer": None
+                if self.router_optimizer is None
+                else keras.optimizers.serialize(keras.optimizers.get(self.router_optimizer)),
                 "router_learning_rate": self.router_learning_rate,
                 "temperature_schedule": _schedule_config(self.temperature_schedule),
                 "compile_kwargs": {k: repr(v) for k, v in self.compile_kwargs.items()},

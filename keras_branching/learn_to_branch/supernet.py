@@ -85,6 +85,10 @@ def build_supernet(
     router_learning_rate=None,
     seed=None,
     compile=True,
+    usage_penalty=0.0,
+    hard=True,
+    activity_penalty=0.0,
+    router_optimizer=None,
     **compile_kwargs,
 ):
     """Builds (and compiles) the learning-to-branch supernet of a builder.
@@ -118,6 +122,16 @@ def build_supernet(
         seed: optional int; the router of layer `l` samples with seed
             `seed + l`.
         compile: whether to compile the model.
+        usage_penalty: every router's `usage_penalty` (see `GumbelRouter`),
+            >= 0; 0 (default) is the paper's supernet.
+        router_optimizer: optional optimizer (instance, copied, or name)
+            of the router logits, replacing `router_learning_rate`; the
+            weights keep the builder's optimizer.
+        activity_penalty: every router's `activity_penalty` (an L1
+            activity penalty on the nodes it reads), >= 0; 0 (default) is
+            the paper's supernet.
+        hard: every router's `hard`: hard samples with straight-through
+            gradients (default, the paper's) or soft mixing in training.
         **compile_kwargs: extra arguments for `compile` (`jit_compile`...).
 
     Returns:
@@ -146,19 +160,33 @@ def build_supernet(
     widths = check_widths(builder, widths)
     seed = check_seed(seed)
     optimizer = None  # the builder's
-    if compile and router_learning_rate is not None:
+    if compile and router_optimizer is not None:
+        router_optimizer = keras.optimizers.get(router_optimizer)
+        router_optimizer = router_optimizer.__class__.from_config(router_optimizer.get_config())
+        optimizer = ArchitectureOptimizer(builder.fresh_optimizer(), router_optimizer)
+    elif compile and router_learning_rate is not None:
         optimizer = ArchitectureOptimizer.with_learning_rate(
             builder.fresh_optimizer(), router_learning_rate
         )
     with seeded_layers(builder.seed, salt="supernet"):
-        inputs, outputs = _supernet_graph(builder, widths, temperature, seed)
+        inputs, outputs = _supernet_graph(
+            builder,
+            widths,
+            temperature,
+            seed,
+            usage_penalty=usage_penalty,
+            hard=hard,
+            activity_penalty=activity_penalty,
+        )
     model = keras.Model(builder.model_inputs(inputs), outputs, name="supernet")
     if compile:
         builder.compile(model, optimizer=optimizer, **compile_kwargs)
     return model
 
 
-def _supernet_graph(builder, widths, temperature, seed):
+def _supernet_graph(
+    builder, widths, temperature, seed, usage_penalty=0.0, hard=True, activity_penalty=0.0
+):
     """The supernet's inputs (a dict keyed by task) and outputs."""
     tasks = builder.task_names
     inputs = builder.make_inputs()
@@ -178,6 +206,9 @@ def _supernet_graph(builder, widths, temperature, seed):
                 width,
                 temperature=temperature,
                 seed=None if seed is None else seed + block,
+                usage_penalty=usage_penalty,
+                activity_penalty=activity_penalty,
+                hard=hard,
                 name=naming.router_name(block),
             )
             parents = router(nodes)

@@ -175,3 +175,29 @@ def test_parent_probabilities_are_softmax():
     router(_parents(2))
     router.router_logits.assign(np.array([[0.0, np.log(3.0)], [1.0, 1.0]], "float32"))
     np.testing.assert_allclose(router.parent_probabilities(), [[0.25, 0.75], [0.5, 0.5]], rtol=1e-6)
+
+
+def test_usage_penalty_is_zero_when_even_and_grows_with_crowding():
+    router = GumbelRouter(4, usage_penalty=0.5)
+    router(_parents(2), training=True)
+    assert float(router.usage_imbalance()) == pytest.approx(0.0)
+    assert len(router.losses) == 1 and float(router.losses[0]) == pytest.approx(0.0)
+    router.router_logits.assign(np.array([[9.0, -9.0]] * 4, "float32"))  # all on parent 0
+    assert float(router.usage_imbalance()) == pytest.approx(1.0, abs=1e-5)  # P - 1
+    router(_parents(2), training=True)
+    assert float(router.losses[0]) == pytest.approx(0.5, abs=1e-5)
+    router(_parents(2), training=False)
+    assert not router.losses  # only in training
+    assert router.get_config()["usage_penalty"] == 0.5
+
+
+def test_usage_penalty_off_by_default_adds_no_loss():
+    router = GumbelRouter(3)
+    router(_parents(3), training=True)
+    assert not router.losses
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "1", True])
+def test_rejects_bad_usage_penalty(bad):
+    with pytest.raises(ValueError, match=r"Expected `usage_penalty` to be a finite number >= 0"):
+        GumbelRouter(2, usage_penalty=bad)

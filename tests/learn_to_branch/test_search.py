@@ -148,6 +148,20 @@ def test_search_on_jax(tmp_path):
             assert np.any(probabilities != 0.5)  # the router logits were trained
             model = result.build()
             model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+            # The options beyond the paper also train on JAX (the penalty is an added loss).
+            options = LearnToBranch(
+                builder, [1, 2, 2], usage_penalty=1.0, activity_penalty=0.01, warmup_epochs=1,
+                router_optimizer=keras.optimizers.SGD(10.0), seed=0)
+            supernet = options.build_search_model()
+            supernet(x, training=True)
+            assert supernet.losses, "no penalty added"
+            frozen = options.search(x, y, epochs=1, batch_size=32, verbose=0)
+            for p in frozen.details["router_probabilities"].values():
+                assert np.allclose(p, 1 / len(p[0])), p  # warm-up: logits not trained
+            other = options.search(x, y, epochs=2, batch_size=32, verbose=0)
+            assert np.all(np.isfinite(other.history["loss"]))
+            p = np.asarray(other.details["router_probabilities"]["router_block2"])
+            assert not np.allclose(p, 0.5), p  # trained after the warm-up
             print("OK", result.history["temperature"])
             """
         )
@@ -193,6 +207,42 @@ def test_rejects_bad_arguments():
         LearnToBranch(builder, [1, 2, 2], temperature_schedule="fast")
     with pytest.raises(TypeError, match="seed=1.5"):
         LearnToBranch(builder, [1, 2, 2], seed=1.5)
+    with pytest.raises(ValueError, match="usage_penalty=-1"):
+        LearnToBranch(builder, [1, 2, 2], usage_penalty=-1)
+    with pytest.raises(TypeError, match="hard='no'"):
+        LearnToBranch(builder, [1, 2, 2], hard="no")
+    with pytest.raises(ValueError, match="warmup_epochs=-2"):
+        LearnToBranch(builder, [1, 2, 2], warmup_epochs=-2)
+    with pytest.raises(ValueError, match="optimizer identifier: nope"):
+        LearnToBranch(builder, [1, 2, 2], router_optimizer="nope")
+
+
+def test_paper_options_are_the_defaults():
+    search = LearnToBranch(make_builder(["a", "b"]), [1, 2, 2])
+    assert (search.usage_penalty, search.hard, search.warmup_epochs) == (0.0, True, 0)
+    supernet = search.build_search_model()
+    routers = [layer for layer in supernet.layers if isinstance(layer, GumbelRouter)]
+    assert routers and all(r.usage_penalty == 0.0 and r.hard for r in routers)
+
+
+def test_usage_penalty_soft_routers_and_warmup(small_data):
+    x, y, _ = small_data
+    frozen = LearnToBranch(make_builder(list(y)), [1, 2, 2], warmup_epochs=2, seed=0)
+    result = frozen.search(x, y, epochs=2, batch_size=64, verbose=0)
+    # During the warm-up the logits do not learn: every parent stays equally likely.
+    for probabilities in result.details["router_probabilities"].values():
+        np.testing.assert_allclose(probabilities, 1 / len(probabilities[0]), atol=1e-6)
+    search = LearnToBranch(
+        make_builder(list(y)), [1, 2, 2], usage_penalty=0.5, hard=False, warmup_epochs=1, seed=0
+    )
+    supernet = search.build_search_model()
+    routers = [layer for layer in supernet.layers if isinstance(layer, GumbelRouter)]
+    assert all(r.usage_penalty == 0.5 and not r.hard for r in routers)
+    result = search.search(x, y, epochs=2, batch_size=64, verbose=0)
+    assert result.settings["usage_penalty"] == 0.5 and result.settings["hard"] is False
+    assert result.settings["warmup_epochs"] == 1
+    moved = result.details["router_probabilities"]["router_block2"]
+    assert not np.allclose(moved, 0.5)  # learned after the warm-up
 
 
 def _recovers_groups(seed):
