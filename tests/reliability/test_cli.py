@@ -23,6 +23,8 @@ OPTIONS = {
     "--width": 1,
     "--batch-size": 1,
     "--seed": 0,
+    "--sines": 0,
+    "--random-trees": 0,
 }
 CASES = [(option, str(low - 1)) for option, low in OPTIONS.items()]
 CASES += [(option, "-5") for option in OPTIONS]
@@ -46,6 +48,27 @@ def test_bad_numeric_option_exits_2_with_one_line(capsys, option, value):
     line = _error_line(capsys)
     assert line.startswith("keras-branching demo: error: argument " + option + ": ")
     assert re.search(r"expected an integer >= -?\d+\. Received: " + re.escape(repr(value)), line)
+
+
+REAL_CASES = [
+    ("--relatedness", "1.5", "a number in [0, 1]"),
+    ("--relatedness", "-0.1", "a number in [0, 1]"),
+    ("--relatedness", "nan", "a number in [0, 1]"),
+    ("--relatedness", "high", "a number in [0, 1]"),
+    ("--learning-rate", "0", "a number > 0"),
+    ("--learning-rate", "-0.001", "a number > 0"),
+    ("--learning-rate", "inf", "a number > 0"),
+    ("--learning-rate", "nan", "a number > 0"),
+]
+
+
+@pytest.mark.parametrize("option, value, expected", REAL_CASES)
+def test_bad_real_option_exits_2_with_one_line(capsys, option, value, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", option, value])
+    assert exit_info.value.code == 2
+    line = _error_line(capsys)
+    assert line.endswith(f"argument {option}: expected {expected}. Received: {value!r}")
 
 
 def test_batch_size_zero_is_rejected_not_replaced_by_the_default(capsys):
