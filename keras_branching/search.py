@@ -193,9 +193,22 @@ class DivergenceError(RuntimeError):
 
 
 class _DivergenceGuard(keras.callbacks.Callback):
-    """Stops a search with a clear error when its loss or weights are not finite."""
+    """Stops a search with a clear error when its loss or weights are not finite.
+
+    It checks at the end of every epoch (it runs before the other callbacks,
+    so a `BackupAndRestore` never saves a diverged epoch) and once more when
+    training ends, after every other callback has run, so no plan is ever
+    derived from non-finite weights.
+    """
 
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        self._check(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self._check(getattr(self, "_last_epoch", 0), None)
+
+    def _check(self, epoch, logs):
         bad = [k for k, v in (logs or {}).items() if not math.isfinite(float(np.mean(v)))]
         if bad:
             raise DivergenceError(
