@@ -100,26 +100,6 @@ class _HeadsAsLastLayer:
         return keras.layers.Identity()
 
 
-def _check_block_widths(builder, widths):
-    """Widths of the blocks when the heads are routed: one int >= 1 per block."""
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)):
-        raise TypeError(
-            f"Expected `widths` to be a list of ints, one per block. Received: widths={widths!r}"
-        )
-    for w in widths:
-        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)):
-            raise TypeError(f"Expected every width to be an int. Received: widths={list(widths)}")
-    widths = [int(w) for w in widths]
-    if len(widths) != builder.num_blocks:
-        raise ValueError(
-            f"Expected one width per block ({builder.num_blocks} widths). "
-            f"Received: widths={widths} ({len(widths)} widths)"
-        )
-    if any(w < 1 for w in widths):
-        raise ValueError(f"Expected every width >= 1. Received: widths={widths}")
-    return widths
-
-
 class LearnToBranch(Search):
     """Learning to branch: trains a supernet and derives its tree.
 
@@ -241,7 +221,7 @@ class LearnToBranch(Search):
             )
         self.route_heads = route_heads
         if route_heads:
-            self.widths = _check_block_widths(builder, widths)
+            self.widths = check_widths(builder, widths, route_heads=True)
         else:
             self.widths = check_widths(builder, widths)
         self.router_learning_rate = check_positive("router_learning_rate", router_learning_rate)

@@ -29,12 +29,15 @@ from keras_branching.search import check_seed
 from keras_branching.tree import BranchingTree
 
 
-def check_widths(builder, widths):
+def check_widths(builder, widths, route_heads=False):
     """Validates supernet widths against a builder.
 
     Args:
         builder: a `BranchedModelBuilder`.
-        widths: one int >= 1 per block; the last equal to the number of tasks.
+        widths: one int >= 1 per block; the last equal to the number of tasks
+            unless `route_heads`.
+        route_heads: True when the task heads are routed as one more layer
+            (`LearnToBranch(route_heads=True)`), so the last width is free.
 
     Returns:
         The widths as a list of ints.
@@ -42,7 +45,8 @@ def check_widths(builder, widths):
     Raises:
         TypeError: if `widths` is not a list of ints.
         ValueError: for the wrong number of widths, a width below 1, or a
-            last width other than the number of tasks.
+            last width other than the number of tasks (without
+            `route_heads`).
 
     Example:
 
@@ -70,7 +74,7 @@ def check_widths(builder, widths):
         )
     if any(w < 1 for w in widths):
         raise ValueError(f"Expected every width >= 1. Received: widths={widths}")
-    if widths[-1] != len(builder.tasks):
+    if not route_heads and widths[-1] != len(builder.tasks):
         raise ValueError(
             f"Expected the last width to equal the number of tasks ({len(builder.tasks)}: "
             f"one node per task's head). Received: widths={widths}"
