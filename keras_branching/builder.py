@@ -9,12 +9,11 @@ import keras
 import numpy as np
 
 from keras_branching import naming
-from keras_branching._validation import check_tasks
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.layers.task_batches import JoinTaskBatches, SplitTaskBatches
 from keras_branching.models import TaskModel
 from keras_branching.search import check_seed
-from keras_branching.task import compile_for_tasks, fresh_optimizer
+from keras_branching.task import check_tasks, compile_for_tasks, fresh_optimizer
 from keras_branching.tree import BranchingTree
 
 

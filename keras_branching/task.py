@@ -146,6 +146,24 @@ class Task:
         return head
 
 
+def check_tasks(tasks):
+    """`tasks` as a list if it is a non-empty list of `Task` with unique names."""
+    if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)):
+        raise TypeError(f"Expected `tasks` to be a list of `Task`. Received: {tasks!r}")
+    if not tasks:
+        raise ValueError(f"Expected at least one task. Received: tasks={tasks!r}")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Task):
+            raise TypeError(
+                "Expected each task to be a `keras_branching.Task`. "
+                f"Received: tasks[{i}]={task!r} (of type {type(task).__name__})"
+            )
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Expected unique task names. Received: {names}")
+    return list(tasks)
+
+
 def fresh_optimizer(optimizer):
     """`optimizer` as a fresh instance cloned from its config (a name stays a name)."""
     if isinstance(optimizer, keras.optimizers.Optimizer):

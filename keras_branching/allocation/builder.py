@@ -4,13 +4,12 @@ import keras
 import numpy as np
 
 from keras_branching import naming
-from keras_branching._validation import check_tasks
 from keras_branching.allocation.plan import Allocation
 from keras_branching.builder import TaskInputs, seeded_layers
 from keras_branching.layers.empty_allocation import EmptyAllocation
 from keras_branching.models import TaskModel
 from keras_branching.search import check_seed
-from keras_branching.task import compile_for_tasks, fresh_optimizer
+from keras_branching.task import check_tasks, compile_for_tasks, fresh_optimizer
 
 
 class AllocationBuilder:

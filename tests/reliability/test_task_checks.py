@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import keras_branching as kb
-from keras_branching._validation import check_tasks, sanitize_name
+from keras_branching._validation import sanitize_name
 from keras_branching.datasets import mask_missing
 from keras_branching.datasets.omniglot import ALPHABET_ORDER
-from keras_branching.task import check_task_name
+from keras_branching.task import check_task_name, check_tasks
 
 
 def _head():
