@@ -9,9 +9,8 @@ from keras import ops
 
 from keras_branching._validation import check_positive_int
 from keras_branching.layers.gumbel import gumbel_softmax
+from keras_branching.layers.seed_state import SeedStateSaving
 from keras_branching.optimizers import mark_architecture_variable
-
-_SEED_STATE = "seed_generator_state"
 
 
 def _check_real(name, value):
@@ -21,7 +20,7 @@ def _check_real(name, value):
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
-class AllocationMask(keras.layers.Layer):
+class AllocationMask(SeedStateSaving, keras.layers.Layer):
     """Learns which of a routed layer's components each task uses.
 
     The layer of Maziarz et al. (2019), "Flexible Multi-task Networks by
@@ -230,26 +229,6 @@ class AllocationMask(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         self._check_shapes(input_shape)
         return [(shape[0], *shape[2:]) for shape in input_shape]
-
-    def save_own_variables(self, store):
-        # The noise generator's state too, so that a network saved in the
-        # middle of training and reloaded draws the allocations an
-        # uninterrupted run would have drawn.
-        super().save_own_variables(store)
-        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state)
-
-    def load_own_variables(self, store):
-        variables = self._trainable_variables + self._non_trainable_variables
-        keys = [k for k in store.keys() if k != _SEED_STATE]
-        if len(keys) != len(variables):
-            raise ValueError(
-                f"Layer {self.name!r} expected {len(variables)} variables, but received "
-                f"{len(keys)} variables during loading."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
-        if _SEED_STATE in store.keys():  # absent in files written before it was saved
-            self.seed_generator.state.assign(store[_SEED_STATE])
 
     def get_config(self):
         config = super().get_config()

@@ -8,11 +8,12 @@ from keras import ops
 
 from keras_branching._validation import check_non_negative, check_positive, check_positive_int
 from keras_branching.layers.gumbel import gumbel_softmax
+from keras_branching.layers.seed_state import SeedStateSaving
 from keras_branching.optimizers import mark_architecture_variable
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
-class GumbelRouter(keras.layers.Layer):
+class GumbelRouter(SeedStateSaving, keras.layers.Layer):
     """Routes each of `num_children` children to one of P parent tensors.
 
     The link between two layers of the learning-to-branch supernet (Guo,

@@ -9,9 +9,8 @@ from keras import ops
 
 from keras_branching._validation import check_positive_int
 from keras_branching.layers.gating import check_query_shape, check_same_shapes, gated_sum
+from keras_branching.layers.seed_state import SeedStateSaving
 from keras_branching.optimizers import mark_architecture_variable
-
-_SEED_STATE = "seed_generator_state"
 
 
 def route_choices(num_inputs, num_queries, max_route_size=None):
@@ -78,7 +77,7 @@ def _check_choices(choices, num_inputs, num_queries):
 
 
 @keras.saving.register_keras_serializable(package="keras_branching")
-class SupernetRoute(keras.layers.Layer):
+class SupernetRoute(SeedStateSaving, keras.layers.Layer):
     """One searchable block of the share-routing supernet: every route, one policy.
 
     The layer in front of a sub-network (or a tower) in the weight-sharing
@@ -272,26 +271,6 @@ class SupernetRoute(keras.layers.Layer):
     def compute_output_shape(self, input_shapes):
         _, members = self._check_shapes(input_shapes)
         return members[0]
-
-    # The sampler's state is saved with the weights, so that a search resumed
-    # from a checkpoint draws the same architectures as an uninterrupted one.
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state)
-
-    def load_own_variables(self, store):
-        variables = self._trainable_variables + self._non_trainable_variables
-        keys = [k for k in store.keys() if k != _SEED_STATE]
-        if len(keys) != len(variables):
-            raise ValueError(
-                f"Layer {self.name!r} expected {len(variables)} variables, but received "
-                f"{len(keys)} variables during loading."
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
-        if _SEED_STATE in store.keys():
-            self.seed_generator.state.assign(store[_SEED_STATE])
 
     def get_config(self):
         config = super().get_config()

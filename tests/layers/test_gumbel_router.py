@@ -201,3 +201,22 @@ def test_usage_penalty_off_by_default_adds_no_loss():
 def test_rejects_bad_usage_penalty(bad):
     with pytest.raises(ValueError, match=r"Expected `usage_penalty` to be a finite number >= 0"):
         GumbelRouter(2, usage_penalty=bad)
+
+
+def test_noise_state_is_saved_so_a_reloaded_router_draws_the_same_samples(tmp_path):
+    # A search resumed from a `.keras` checkpoint draws what an uninterrupted one would.
+    inputs = [keras.Input((5,)), keras.Input((5,))]
+    router = GumbelRouter(3, temperature=1.0, hard=False, seed=4)
+    model = keras.Model(inputs, router(inputs))
+    parents = _parents(2, shape=(1, 5))
+    for _ in range(3):  # advance the noise
+        model(parents, training=True)
+    path = str(tmp_path / "router.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(reloaded.get_layer(router.name).seed_generator.state),
+        keras.ops.convert_to_numpy(router.seed_generator.state),
+    )
+    for a, b in zip(reloaded(parents, training=True), model(parents, training=True)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
