@@ -18,6 +18,7 @@ from keras_branching import (
     callbacks,
     datasets,
     evaluation,
+    fusion,
     layers,
     learn_to_branch,
     naming,
@@ -43,7 +44,7 @@ from keras_branching.search import Search, SearchResult
 from keras_branching.task import Task
 from keras_branching.tree import BranchingTree
 
-__version__ = "0.2.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "AffinityBranching",
@@ -70,6 +71,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "evaluation",
+    "fusion",
     "layers",
     "learn_to_branch",
     "naming",

@@ -441,20 +441,39 @@ class BranchedModelBuilder:
 
     # Building.
 
-    def build(self, plan, compile=True, **compile_kwargs):
+    def build(self, plan, compile=True, fuse=False, **compile_kwargs):
         """Builds (and compiles) the functional model of the tree `plan`.
 
         Args:
             plan: a `BranchingTree` over the builder's tasks and blocks.
             compile: whether to compile the model (default True).
+            fuse: False (default) for one layer per block copy; True for a
+                fused model, each block depth one `StackedBlock` computing
+                all its groups at once (same parameters, same outputs; see
+                `keras_branching.fusion`; a block that cannot be stacked
+                falls back to separate copies with a `UserWarning`);
+                `"auto"` to let `keras_branching.fusion.should_fuse` choose.
             **compile_kwargs: extra arguments for `compile`, for example
                 `jit_compile=True` or `steps_per_execution=8`.
 
         Returns:
             A `keras.Model` whose output is a dict keyed by task name.
+
+        Raises:
+            ValueError: for `fuse` not True, False or "auto", or `fuse=True`
+                with one input per task.
         """
         tree = plan
         self.check_tree(tree)
+        if fuse not in (True, False, "auto") or not isinstance(fuse, (bool, str)):
+            raise ValueError(
+                f'Expected `fuse` to be True, False or "auto". Received: fuse={fuse!r}'
+            )
+        if fuse:
+            from keras_branching import fusion
+
+            if fuse != "auto" or fusion.should_fuse(self, tree):
+                return fusion.build_fused(self, tree, compile=compile, **compile_kwargs)
         with seeded_layers(self.seed):
             inputs = self.make_inputs()
             trunk_inputs = inputs if self.per_task_inputs else inputs[self.task_names[0]]
@@ -665,7 +684,9 @@ def read_tree(model):
     """The `BranchingTree` of a model built by `BranchedModelBuilder.build`.
 
     Reads the model's functional graph (`naming.task_block_chains`) (so it works on a model reloaded
-    from `.keras` as well): from each task's output it walks back through
+    from `.keras` as well); for a fused model (`build(tree, fuse=True)`),
+    the groups recorded by its `StackGroups` and `GatherGroups`. Otherwise,
+    from each task's output it walks back through
     the head, the block copies and the `BranchPoint` layers to the input
     (in a model with per-task inputs, through the `SplitTaskBatches` and
     `JoinTaskBatches` layers back to the task's own input); tasks that pass
@@ -694,6 +715,10 @@ def read_tree(model):
     >>> read_tree(builder.build(tree)) == tree
     True
     """
+    from keras_branching import fusion
+
+    if fusion.is_fused(model):
+        return fusion.fused_tree(model)
     chains = naming.task_block_chains(model)
     depths = {task: len(chain) for task, chain in chains.items()}
     if len(set(depths.values())) != 1 or not next(iter(depths.values())):

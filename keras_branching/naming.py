@@ -49,6 +49,26 @@ def split_name(source):
     return f"split_after_{source}"
 
 
+def stacked_block_name(block):
+    """The `StackedBlock` holding every copy of `block` (0-based) in a fused tree model."""
+    return f"block{block + 1}_stacked"
+
+
+def stack_groups_name():
+    """The `StackGroups` repeating the input once per group of a fused model's first block."""
+    return "inputs_by_group"
+
+
+def gather_groups_name(block):
+    """The `GatherGroups` giving each group of `block` (0-based) its parent's row."""
+    return f"groups_block{block + 1}"
+
+
+def select_group_name(task):
+    """The `SelectGroup` giving the head of `task` its group's row in a fused model."""
+    return f"rows_{sanitize(task)}"
+
+
 def task_model_name(task):
     """A one-task model cut out of a multi-task one."""
     return f"task_{sanitize(task)}"

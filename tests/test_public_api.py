@@ -29,6 +29,7 @@ EXPECTED = [
     "callbacks",
     "datasets",
     "evaluation",
+    "fusion",
     "layers",
     "learn_to_branch",
     "naming",

@@ -4,8 +4,10 @@ from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.layers.empty_allocation import EmptyAllocation
 from keras_branching.layers.gated_route import GatedRoute
+from keras_branching.layers.group_gather import GatherGroups, SelectGroup, StackGroups
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.layers.joint_components import JointComponents
+from keras_branching.layers.stacked import StackedBlock
 from keras_branching.layers.supernet_route import SupernetRoute
 from keras_branching.layers.task_batches import JoinTaskBatches, SplitTaskBatches
 
@@ -14,9 +16,13 @@ __all__ = [
     "BranchPoint",
     "EmptyAllocation",
     "GatedRoute",
+    "GatherGroups",
     "GumbelRouter",
     "JoinTaskBatches",
     "JointComponents",
+    "SelectGroup",
     "SplitTaskBatches",
+    "StackGroups",
+    "StackedBlock",
     "SupernetRoute",
 ]
