@@ -259,6 +259,12 @@ def demo(args):
     small = {n: r for n, r in results.items() if r["params"] <= size and n != "true grouping"}
     best = min(small, key=lambda n: small[n]["mean"])
     print(f"\nBest tree of at most {size:,} parameters: the {best} tree.\n{results[best]['tree']}")
+    from keras_branching import distributed
+
+    if not distributed.is_chief():
+        # Under several processes (`keras.distribution`), process 0 exports.
+        print(f"\nDone in {time.time() - started:.0f}s (process 0 exports).")
+        return 0
     export_dir = os.path.abspath(args.output_dir)
     os.makedirs(export_dir, exist_ok=True)
     saved_model_dir = os.path.join(export_dir, "saved_model")

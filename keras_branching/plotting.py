@@ -23,7 +23,7 @@ def plot_tree(tree, ax=None, path=None, title=None):
         tree: the `BranchingTree` to draw.
         ax: optional matplotlib axes to draw into; a new figure otherwise.
         path: optional file name; the figure is saved there (PNG, SVG, PDF:
-            by extension).
+            by extension), by process 0 only under several processes.
         title: optional title; by default the tree's size.
 
     Returns:
@@ -96,7 +96,10 @@ def plot_tree(tree, ax=None, path=None, title=None):
 
 
 def _save(fig, path):
-    if path is not None:
+    # Under several processes (`keras.distribution`), process 0 alone writes.
+    from keras_branching import distributed
+
+    if path is not None and distributed.is_chief():
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
@@ -118,7 +121,7 @@ def plot_routing_plan(plan, path=None, title=None):
     Args:
         plan: the `RoutingPlan` to draw.
         path: optional file name; the figure is saved there (PNG, SVG, PDF:
-            by extension).
+            by extension), by process 0 only under several processes.
         title: optional title; by default the plan's size.
 
     Returns:
@@ -276,7 +279,7 @@ def plot_allocation(
         layer_names: optional panel titles, one per layer; by default
             `layer 1`, `layer 2`...
         path: optional file name; the figure is saved there (PNG, SVG, PDF:
-            by extension).
+            by extension), by process 0 only under several processes.
         title: optional figure title; by default how many of the
             (task, component) pairs are used.
 

@@ -23,7 +23,7 @@ import os
 import keras
 import numpy as np
 
-from keras_branching import data_checks
+from keras_branching import data_checks, distributed
 from keras_branching.tree import BranchingTree
 
 _PLAN_TYPES = {}
@@ -74,6 +74,22 @@ def check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"Expected `seed` to be an int or None. Received: seed={seed!r}")
     return int(seed)
+
+
+def _check_processes_seeded(search):
+    """Raises a ValueError if several processes train `search` without a seed.
+
+    Under `keras.distribution` on several processes, each process samples
+    the search's architectures (Gumbel noise, masks, routing policies) on
+    its own; they draw the same samples only from the same seed.
+    """
+    processes = distributed.num_processes()
+    if processes > 1 and search.seed is None:
+        raise ValueError(
+            f"{type(search).__name__} runs on {processes} processes: pass the same "
+            "`seed` on every process, so that they all sample the same architectures "
+            "and choose the same plan. Received: seed=None"
+        )
 
 
 class SearchResult:
@@ -242,7 +258,9 @@ class _SearchStateBackup(keras.callbacks.Callback):
     callback writes the history and every seed generator's state next to the
     backup; on resume it prepends the epochs already done (so each epoch
     appears once) and puts every sampler's noise where an uninterrupted
-    search would have it.
+    search would have it. Under several processes only process 0 writes
+    the file (every process holds the same state); every process reads it,
+    so the backup directory must be one they all see.
     """
 
     def __init__(self, backup_dir):
@@ -266,7 +284,7 @@ class _SearchStateBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(np.mean(value)))
-        if os.path.isdir(os.path.dirname(self.path)):
+        if distributed.is_chief() and os.path.isdir(os.path.dirname(self.path)):
             states = [
                 keras.ops.convert_to_numpy(g.state).tolist() for g in _seed_generators(self.model)
             ]
@@ -420,8 +438,12 @@ class Search:
         Raises:
             keras_branching.data_checks.DataError: for data that cannot be
                 trained on, before any training (see `check_data`).
+            ValueError: under several processes (`keras.distribution` on
+                JAX) without a `seed`: every process must sample the same
+                architectures.
             DivergenceError: if the loss or any weight becomes non-finite.
         """
+        _check_processes_seeded(self)
         # A failed call leaves no earlier plan behind: `result` is this
         # call's or None, `model` this call's search model or None.
         self.result = None

@@ -52,6 +52,22 @@ def test_page_has_the_tested_example():
     assert not any("TPUStrategy" in code for code in run)
 
 
+def test_page_has_the_several_hosts_example():
+    # Run on JAX and several processes by `tests/distributed_jax`, which
+    # trains the same way; here it must at least compile and use the names
+    # Keras reads (the environment variables of its command lines too).
+    with open(_PAGE, encoding="utf-8") as f:
+        text = f.read()
+    blocks = [code for code, runs in page_blocks() if "keras.distribution.initialize" in code]
+    assert len(blocks) == 1 and blocks[0] not in [c for c, runs in page_blocks() if runs]
+    compile(blocks[0], "several_hosts.py", "exec")
+    for needle in ("DataParallel(", "seed=0", "distributed.is_chief()", "set_random_seed"):
+        assert needle in blocks[0], needle
+    for variable in ("JOB_ADDRESSES", "NUM_PROCESSES", "PROCESS_ID"):
+        assert text.count(f"KERAS_DISTRIBUTION_{variable}=") == 2, variable
+    assert text.count("KERAS_BACKEND=jax") >= 2
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="tf.distribute is TensorFlow only"

@@ -28,6 +28,7 @@ EXPECTED = [
     "allocation",
     "callbacks",
     "datasets",
+    "distributed",
     "evaluation",
     "fusion",
     "layers",

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 from scipy.stats import rankdata
 
+from keras_branching import distributed
 from keras_branching.tree import check_task_names
 
 
@@ -231,6 +232,7 @@ class TaskAffinity:
             cmap: the colour map.
             path: optional file name; the figure is saved there (PNG, SVG
                 or PDF, by extension), with tight bounds so no label is cut.
+                Under several processes only process 0 writes it.
 
         Returns:
             The `matplotlib.figure.Figure`.
@@ -266,7 +268,7 @@ class TaskAffinity:
                             color="white" if value < 0.3 else "black",
                         )
         figure.colorbar(image, ax=list(axes[0]), shrink=0.8, label="affinity")
-        if path is not None:
+        if path is not None and distributed.is_chief():
             figure.savefig(path, dpi=110, bbox_inches="tight")
         return figure
 

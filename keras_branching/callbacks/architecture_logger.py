@@ -6,6 +6,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_branching import distributed
 from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.gumbel_router import GumbelRouter
 
@@ -65,7 +66,9 @@ class ArchitectureLogger(keras.callbacks.Callback):
     `"<layer>/task_<t>_component_<k>"`) and, with `log_images`, an image of
     the whole matrix (tag `"<layer>/matrix"`, white is 1, black 0). Writing
     uses `tf.summary`, imported only then; without TensorFlow the callback
-    warns once and only records.
+    warns once and only records. Under several processes
+    (`keras.distribution` on JAX) only process 0 writes; every process
+    records.
 
     Args:
         log_dir: optional directory of the TensorBoard event files (the
@@ -142,7 +145,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
         return named
 
     def _open_writer(self):
-        if self.log_dir is None or self._writer is not None:
+        if self.log_dir is None or self._writer is not None or not distributed.is_chief():
             return
         try:
             import tensorflow as tf
@@ -211,7 +214,8 @@ class ArchitectureLogger(keras.callbacks.Callback):
 
         Args:
             layer_name: optional name of one recorded layer; by default all.
-            path: optional file name; the figure is saved there.
+            path: optional file name; the figure is saved there (by
+                process 0 only under several processes).
 
         Returns:
             The matplotlib `Figure`.
@@ -341,6 +345,6 @@ class ArchitectureLogger(keras.callbacks.Callback):
                         )
             fig.colorbar(image, ax=ax_map, pad=0.02, fraction=0.06).ax.tick_params(labelsize=6)
         fig.tight_layout()
-        if path is not None:
+        if path is not None and distributed.is_chief():
             fig.savefig(path, dpi=110)
         return fig
