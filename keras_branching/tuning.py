@@ -11,11 +11,18 @@ Distributed tuning is keras-tuner's: start the same script on several
 machines with `KERASTUNER_TUNER_ID` (`"chief"` on the machine that runs the
 oracle, `"tuner0"`, `"tuner1"`... on the workers), `KERASTUNER_ORACLE_IP`
 and `KERASTUNER_ORACLE_PORT` set; the chief serves the oracle, each worker
-builds and trains the trials it is given. See `docs/training.md`.
+builds and trains the trials it is given. See `docs/distributed_trials.md`.
+keras-tuner keeps the trial of a worker that dies mid-trial RUNNING for
+ever, and its chief waits for it for ever: `TrialWatchdog`, run on the
+chief, ends such trials after a timeout.
 """
 
 import math
 import numbers
+import os
+import threading
+import time
+import warnings
 
 import keras_tuner
 import numpy as np
@@ -273,4 +280,200 @@ class BranchingHyperModel(keras_tuner.HyperModel):
         return model
 
 
-__all__ = ["BranchingHyperModel"]
+def _is_chief():
+    """keras-tuner's rule: an oracle address is set and the tuner id names the chief."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
+
+
+@keras_tuner.synchronized
+def _end_trial_of(oracle, tuner_id, trial, message):
+    """Ends `trial`, handed to `tuner_id`, as INVALID; holds the oracle's lock."""
+    if oracle.ongoing_trials.get(tuner_id) is not trial:
+        return False  # The worker reported in the meantime.
+    trial.status = keras_tuner.engine.trial.TrialStatus.INVALID
+    trial.message = message
+    try:
+        # INVALID: keras-tuner retries it if `max_retries_per_trial` allows,
+        # else marks it FAILED. `end_trial` also saves the oracle.
+        oracle.end_trial(trial)
+    finally:
+        # `end_trial` may raise (too many consecutive failures) before it
+        # lets go of the trial; the chief must not wait for it either way.
+        oracle.ongoing_trials.pop(tuner_id, None)
+        # The dead worker will ask for no trial: the chief stops waiting for
+        # it. A worker restarted with the same id is counted again.
+        oracle.tuner_ids.discard(tuner_id)
+    return True
+
+
+class TrialWatchdog:
+    """Ends the trials of distributed workers that stopped answering.
+
+    In keras-tuner's distributed mode a worker reports a trial only when it
+    ends it. If the worker dies mid-trial (killed, out of memory, machine
+    lost), keras-tuner keeps the trial RUNNING for ever and the chief's
+    `search()` never returns, since it waits for every worker it has seen.
+    Run on the chief, the watchdog checks the oracle's ongoing trials every
+    `interval` seconds; a trial handed to a worker more than
+    `trial_timeout` seconds ago is ended as INVALID: keras-tuner gives it
+    to the next worker that asks for a trial when the oracle's
+    `max_retries_per_trial` allows, else records it FAILED, with a message
+    naming the worker. The dead worker's id is forgotten, so the chief ends
+    when the live workers are done.
+
+    Choose `trial_timeout` well above the longest trial: a slow worker's
+    trial is ended too, and if that worker reports later, keras-tuner
+    records its result over the FAILED status (with retries, the trial may
+    then have run twice). A worker restarted with its old
+    `KERASTUNER_TUNER_ID` before the timeout takes its unfinished trial
+    back and runs it again (keras-tuner's own behaviour).
+
+    Args:
+        oracle: the chief's `keras_tuner.Oracle` (`tuner.oracle`).
+        trial_timeout: seconds, > 0: the longest a trial may run.
+        interval: seconds between two checks of the thread that `start()`
+            runs, > 0.
+
+    Raises:
+        TypeError: if `oracle` is not a `keras_tuner.Oracle`.
+        ValueError: if `trial_timeout` or `interval` is not a finite
+            number > 0 (the message echoes it).
+
+    Example:
+
+    >>> import keras, keras_tuner
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (4,), [lambda: keras.layers.Dense(8)],
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "ab"])
+    >>> tuner = keras_tuner.RandomSearch(
+    ...     BranchingHyperModel(builder), objective="val_loss", max_trials=2,
+    ...     directory=getfixture("tmp_path"), project_name="p")
+    >>> oracle = tuner.oracle
+    >>> oracle.verbose = 0
+    >>> trial = oracle.create_trial("tuner0")  # handed to a worker that dies
+    >>> watchdog = TrialWatchdog(oracle, trial_timeout=60)
+    >>> watchdog.check(now=0.0)
+    []
+    >>> watchdog.check(now=61.0)
+    ['0']
+    >>> oracle.trials["0"].status, oracle.ongoing_trials, oracle.tuner_ids
+    ('FAILED', {}, set())
+    """
+
+    def __init__(self, oracle, trial_timeout, interval=1.0):
+        if not isinstance(oracle, keras_tuner.Oracle):
+            raise TypeError(
+                "Expected `oracle` to be the chief's `keras_tuner.Oracle` (`tuner.oracle`). "
+                f"Received: oracle={oracle!r} (of type {type(oracle).__name__})"
+            )
+        for name, value in (("trial_timeout", trial_timeout), ("interval", interval)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"Expected `{name}` > 0 seconds. Received: {name}={value!r}")
+        self.oracle = oracle
+        self.trial_timeout = float(trial_timeout)
+        self.interval = float(interval)
+        self._seen = {}  # (tuner_id, trial_id) -> when first seen running
+        self._stop = threading.Event()
+        self._thread = None
+
+    def check(self, now=None):
+        """Ends every trial that has run longer than `trial_timeout`.
+
+        A trial's time counts from the first check that saw it running.
+
+        Args:
+            now: the time to check at (`time.monotonic()` seconds); by
+                default the current time.
+
+        Returns:
+            The ids of the trials ended by this check, in the order ended.
+        """
+        now = time.monotonic() if now is None else now
+        ongoing = dict(self.oracle.ongoing_trials)
+        keys = {(tuner_id, trial.trial_id) for tuner_id, trial in ongoing.items()}
+        self._seen = {key: seen for key, seen in self._seen.items() if key in keys}
+        ended = []
+        for tuner_id, trial in ongoing.items():
+            seen = self._seen.setdefault((tuner_id, trial.trial_id), now)
+            if now - seen <= self.trial_timeout:
+                continue
+            message = (
+                f"Worker {tuner_id!r} sent no result for trial {trial.trial_id} within "
+                f"trial_timeout={self.trial_timeout:g} seconds; it is presumed dead."
+            )
+            if _end_trial_of(self.oracle, tuner_id, trial, message):
+                ended.append(trial.trial_id)
+                self._seen.pop((tuner_id, trial.trial_id), None)
+        return ended
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as error:  # Keep watching: the chief must not hang.
+                warnings.warn(f"TrialWatchdog: {error!r}", RuntimeWarning, stacklevel=1)
+
+    def start(self):
+        """Checks every `interval` seconds in a daemon thread; returns `self`."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="TrialWatchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self):
+        """Stops the thread that `start()` runs, waiting for its current check."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def watch_trials(tuner, trial_timeout, interval=1.0):
+    """Starts a `TrialWatchdog` on the chief of a distributed search.
+
+    Call it on every machine just before `tuner.search(...)`: it does
+    nothing on workers and in a search that is not distributed.
+
+    Args:
+        tuner: a keras-tuner `Tuner`.
+        trial_timeout: seconds, > 0: the longest a trial may run.
+        interval: seconds between two checks, > 0.
+
+    Returns:
+        The started `TrialWatchdog` on the chief (the process whose
+        `KERASTUNER_TUNER_ID` contains `"chief"` while `KERASTUNER_ORACLE_IP`
+        is set), else `None`.
+
+    Raises:
+        ValueError: as `TrialWatchdog`, on the chief.
+
+    Example:
+
+    >>> import keras, keras_tuner
+    >>> from keras_branching.builder import BranchedModelBuilder
+    >>> from keras_branching.task import Task
+    >>> builder = BranchedModelBuilder(
+    ...     (4,), [lambda: keras.layers.Dense(8)],
+    ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in "ab"])
+    >>> tuner = keras_tuner.RandomSearch(
+    ...     BranchingHyperModel(builder), objective="val_loss", max_trials=1,
+    ...     directory=getfixture("tmp_path"), project_name="p")
+    >>> print(watch_trials(tuner, trial_timeout=600))  # not distributed here
+    None
+    """
+    if not _is_chief():
+        return None
+    return TrialWatchdog(tuner.oracle, trial_timeout, interval=interval).start()
+
+
+__all__ = ["BranchingHyperModel", "TrialWatchdog", "watch_trials"]
