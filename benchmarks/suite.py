@@ -8,7 +8,7 @@ the same splits (the data are loaded once; seeds change the initial weights
 and the searches' noise), the suite trains and tests:
 
 - the fully shared and the fully independent model (trees; on a problem
-  without trees, such as Omniglot, the allocation network's);
+  without trees, the allocation network's);
 - every method's search through `search(...)`, then its plan retrained from
   fresh weights (learned allocation: the searched network evaluated as
   trained, as the paper does, with no retraining);
@@ -42,7 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_branching import evaluation  # noqa: E402
-from keras_branching.allocation import export_allocation_network, task_model  # noqa: E402
+from keras_branching.allocation import export_allocation_network  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from suite_problems import METHODS, PROBLEMS  # noqa: E402
@@ -96,6 +96,23 @@ def predict(model, x, batch_size=1024):
         for i in range(0, len(x), batch_size)
     ]
     return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
+
+
+def predict_per_task(model, x, batch_size=256):
+    """The outputs of a model with per-task inputs, every task on its own inputs `x[task]`.
+
+    Each call feeds every task a chunk of its inputs (the tasks' blocks may be
+    shared, so a task is not computed alone); a task past its last input gets
+    its first one, whose output is dropped.
+    """
+    chunks = {t: [] for t in x}
+    for i in range(0, max(len(v) for v in x.values()), batch_size):
+        batch = {t: v[i : i + batch_size] if i < len(v) else v[:1] for t, v in x.items()}
+        outputs = model(batch, training=False)
+        for t, v in x.items():
+            if i < len(v):
+                chunks[t].append(keras.ops.convert_to_numpy(outputs[t]))
+    return {t: np.concatenate(parts) for t, parts in chunks.items()}
 
 
 class Progress:
@@ -174,11 +191,24 @@ class Runner:
         x, y = self.arrays("train", family)
         return x, y, {"batch_size": s["batch_size"]}
 
+    def validation_data(self, family):
+        """The validation split as `validation_data` (per-task inputs: one pass of
+        per-task batches, since the tasks have different numbers of examples)."""
+        if not self.problem.per_task_inputs:
+            return self.arrays("validation", family)
+        import tensorflow as tf
+
+        x, y = self.data["validation"]
+        datasets = {t: tf.data.Dataset.from_tensor_slices((x[t], y[t])) for t in self.names}
+        return kb.datasets.task_batches(
+            datasets, self.settings["batch_size"], shuffle=False, repeat=False
+        )
+
     def test(self, model, family, split="test"):
         """The metric of every task on `split`."""
         x, y = self.data[split] if self.problem.per_task_inputs else self.arrays(split, family)
         if self.problem.per_task_inputs:
-            predictions = {t: predict(task_model(model, t), x[t]) for t in self.names}
+            predictions = predict_per_task(model, x)
         else:
             predictions = predict(model, x)
         return {t: score(self.problem.metric, y[t], predictions[t]) for t in self.names}
@@ -203,7 +233,7 @@ class Runner:
                 "groups": found,
             }
         if isinstance(plan, kb.Allocation):
-            measures = evaluation.allocation_group_sharing(plan, self.groups)
+            measures = evaluation.allocation_group_permutation_test(plan, self.groups)
         else:
             kwargs = self.settings.get("ShareRouting", {})
             measures = evaluation.routing_group_separation(
@@ -298,7 +328,7 @@ class Runner:
         search = getattr(kb, method)(builder, seed=seed, **kwargs)
         x, y, fit_kwargs = self.fit_data(family, seed)
         if method in ("AffinityBranching", "ShareRouting"):
-            fit_kwargs["validation_data"] = self.arrays("validation", family)
+            fit_kwargs["validation_data"] = self.validation_data(family)
         start = time.time()
         result = search.search(x, y, epochs=epochs, verbose=0, **fit_kwargs)
         search_s = time.time() - start

@@ -5,9 +5,9 @@ Two questions a benchmark asks of a searched plan (`BranchingTree`,
 
 - Did it find the structure? Where the true grouping of the tasks is known
   (`keras_branching.datasets.synthetic_tasks` returns it), the functions
-  `tree_recovers_groups`, `allocation_group_sharing` and
-  `routing_group_separation` say whether the plan keeps the groups together
-  and apart.
+  `tree_recovers_groups`, `allocation_group_permutation_test` (and the
+  weaker `allocation_group_sharing`) and `routing_group_separation` say
+  whether the plan keeps the groups together and apart.
 - Is it better than a plan picked at random at the same size? The
   functions `random_tree`, `random_allocation` and `random_routing_plan`
   draw plans of the builder's search space whose parameter count
@@ -251,7 +251,10 @@ def allocation_group_sharing(allocation, groups):
         A dict: `"within"`, the mean number of components (over all routed
         layers) shared by two tasks of one group (NaN if every group has one
         task); `"across"`, the same for two tasks of different groups (NaN
-        for one group); `"recovered"`, whether `within > across`.
+        for one group); `"recovered"`, whether `within > across` (a weak
+        test that about half of all random allocations pass: see
+        `allocation_group_permutation_test` for one against every other
+        grouping).
 
     Raises:
         TypeError: if `allocation` is not an `Allocation`.
@@ -276,6 +279,143 @@ def allocation_group_sharing(allocation, groups):
     result = {"within": mean(within), "across": mean(across)}
     result["recovered"] = bool(result["within"] > result["across"])
     return result
+
+
+def _count_groupings(sizes):
+    """How many partitions of `sum(sizes)` tasks have groups of exactly `sizes`."""
+    count = math.factorial(sum(sizes))
+    for size in sizes:
+        count //= math.factorial(size)
+    for repeats in np.unique(sizes, return_counts=True)[1]:
+        count //= math.factorial(int(repeats))
+    return count
+
+
+def _groupings(indices, sizes):
+    """Every partition of `indices` into groups of `sizes` (a multiset), each once."""
+    if not indices:
+        yield []
+        return
+    first, rest = indices[0], indices[1:]
+    for size in sorted(set(sizes)):
+        left = list(sizes)
+        left.remove(size)
+        for others in itertools.combinations(rest, size - 1):
+            group = (first, *others)
+            remaining = [i for i in rest if i not in others]
+            for tail in _groupings(remaining, left):
+                yield [group, *tail]
+
+
+def _sharing_difference(shared, labels):
+    """Mean shared components within groups minus across groups, for group `labels`."""
+    upper = np.triu(np.ones(shared.shape, bool), 1)
+    same = labels[:, None] == labels[None, :]
+    within, across = shared[upper & same], shared[upper & ~same]
+    if not within.size or not across.size:
+        return float("nan")
+    return float(within.mean() - across.mean())
+
+
+def allocation_group_permutation_test(
+    allocation, groups, num_permutations=1000, seed=0, level=0.95
+):
+    """Whether an allocation keeps the true groups together better than other groupings do.
+
+    The statistic is `allocation_group_sharing`'s: the mean number of
+    components two tasks of one group share minus the mean for two tasks
+    of different groups. It is compared with the same statistic for the
+    other groupings of the tasks into groups of the true sizes (the task
+    labels permuted): all of them when there are at most
+    `num_permutations` (6 tasks in 3 pairs have 14 others), otherwise
+    `num_permutations` random permutations of the tasks (drawn with
+    `seed`; a draw that gives the true grouping back is skipped). The
+    allocation recovers the groups when it beats (strictly) at least a
+    fraction `level` of them, so a plan that shares as much across groups
+    as within them never does. `allocation_group_sharing` only asks for
+    `within > across`, which about half of all random allocations pass.
+
+    Args:
+        allocation: an `Allocation`.
+        groups: the true grouping, a list of lists of task names covering
+            the allocation's tasks once each.
+        num_permutations: the most groupings listed, and the number drawn
+            when there are more; an int >= 1.
+        seed: seed of the draws (an int, or None).
+        level: the fraction of other groupings to beat, in (0, 1].
+
+    Returns:
+        A dict: `"within"`, `"across"` (as `allocation_group_sharing`),
+        `"difference"` (`within - across`), `"beaten"` (the fraction of
+        the other groupings whose difference is strictly lower; NaN if
+        there is no other grouping or the difference is NaN), `"p_value"`
+        (the permutation p-value: one plus the number of other groupings
+        at least as good, over one plus their number), `"num_groupings"`
+        (how many other groupings were compared), `"exact"` (whether all
+        of them were listed) and `"recovered"` (`beaten >= level`).
+
+    Raises:
+        TypeError: if `allocation` is not an `Allocation`, or for a `seed`
+            that is not an int.
+        ValueError: if `groups` does not hold every task once, for
+            `num_permutations` < 1 or `level` outside (0, 1].
+
+    Example:
+
+    >>> plan = Allocation(["a", "b", "c", "d"], [[[1, 1, 0, 0], [1, 1, 0, 0],
+    ...                                            [0, 0, 1, 1], [0, 1, 1, 1]]])
+    >>> result = allocation_group_permutation_test(plan, [["a", "b"], ["c", "d"]])
+    >>> result["difference"], result["beaten"], result["num_groupings"], result["recovered"]
+    (1.5, 1.0, 2, True)
+    """
+    if not isinstance(allocation, Allocation):
+        raise TypeError(f"Expected an `Allocation`. Received: allocation={allocation!r}")
+    truth = _check_groups(groups, allocation.tasks)
+    num_permutations = _check_count("num_permutations", num_permutations)
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level <= 1:
+        raise ValueError(f"Expected `level` in (0, 1]. Received: level={level!r}")
+    rng = _check_seed(seed)
+    tasks = list(allocation.tasks)
+    shared = np.asarray(allocation.shared_components(), float)
+    owner = {t: k for k, g in enumerate(truth) for t in g}
+    labels = np.array([owner[t] for t in tasks])
+    sharing = allocation_group_sharing(allocation, groups)
+    observed = _sharing_difference(shared, labels)
+    true_grouping = {frozenset(np.flatnonzero(labels == k).tolist()) for k in range(len(truth))}
+    sizes = [len(g) for g in truth]
+    exact = _count_groupings(sizes) - 1 <= num_permutations
+    others = []
+    if exact:
+        for grouping in _groupings(list(range(len(tasks))), sizes):
+            if {frozenset(g) for g in grouping} != true_grouping:
+                relabelled = np.empty(len(tasks), int)
+                for k, group in enumerate(grouping):
+                    relabelled[list(group)] = k
+                others.append(_sharing_difference(shared, relabelled))
+    else:
+        while len(others) < num_permutations:
+            relabelled = rng.permutation(labels)
+            grouping = {
+                frozenset(np.flatnonzero(relabelled == k).tolist()) for k in range(len(truth))
+            }
+            if grouping != true_grouping:
+                others.append(_sharing_difference(shared, relabelled))
+    others = np.array(others)
+    if others.size and not math.isnan(observed):
+        beaten = float(np.mean(others < observed))
+        p_value = float((1 + np.sum(others >= observed)) / (1 + others.size))
+    else:
+        beaten = p_value = float("nan")
+    return {
+        "within": sharing["within"],
+        "across": sharing["across"],
+        "difference": observed,
+        "beaten": beaten,
+        "p_value": p_value,
+        "num_groupings": int(others.size),
+        "exact": bool(exact),
+        "recovered": bool(beaten >= level),
+    }
 
 
 def random_allocation(builder, num_params, seed=None, num_candidates=64):

@@ -16,6 +16,7 @@ from keras_branching import (
     Task,
 )
 from keras_branching.evaluation import (
+    allocation_group_permutation_test,
     allocation_group_sharing,
     grouping_block,
     random_allocation,
@@ -117,6 +118,62 @@ def test_allocation_group_sharing_rejects_bad_input():
         allocation_group_sharing(Allocation.shared(TASKS, [2]), [TASKS + ["e"]])
     with pytest.raises(TypeError, match="Expected an `Allocation`. Received: allocation=None"):
         allocation_group_sharing(None, GROUPS)
+
+
+SIX = [f"g{g}_t{i}" for g in range(3) for i in range(2)]
+PAIRS = [SIX[0:2], SIX[2:4], SIX[4:6]]
+
+
+def paired_allocation():
+    """Each pair of tasks has its own component; every task also uses a shared one."""
+    matrix = np.zeros((6, 4), bool)
+    for k in range(3):
+        matrix[2 * k : 2 * k + 2, k] = True
+    matrix[:, 3] = True
+    return Allocation(SIX, [matrix] * 3)
+
+
+def test_allocation_group_permutation_test_passes_a_grouped_allocation():
+    result = allocation_group_permutation_test(paired_allocation(), PAIRS)
+    # 6 tasks in 3 pairs: 15 pairings, the 14 others are all listed.
+    assert result["exact"] and result["num_groupings"] == 14
+    assert (result["within"], result["across"], result["difference"]) == (6.0, 3.0, 3.0)
+    assert result["beaten"] == 1.0 and result["recovered"]
+    assert result["p_value"] == pytest.approx(1 / 15)
+    # More groupings than `num_permutations`: that many seeded draws.
+    sampled = allocation_group_permutation_test(paired_allocation(), PAIRS, num_permutations=5)
+    assert not sampled["exact"] and sampled["num_groupings"] == 5 and sampled["recovered"]
+    assert sampled == allocation_group_permutation_test(
+        paired_allocation(), PAIRS, num_permutations=5
+    )
+    # Sharing everything beats no other grouping; one group has none to beat.
+    shared = allocation_group_permutation_test(Allocation.shared(SIX, [3]), PAIRS)
+    assert shared["beaten"] == 0.0 and not shared["recovered"]
+    alone = allocation_group_permutation_test(Allocation.shared(SIX, [3]), [SIX])
+    assert alone["num_groupings"] == 0 and math.isnan(alone["beaten"]) and not alone["recovered"]
+
+
+def test_random_allocations_mostly_fail_the_permutation_test():
+    """40 random allocations (seeds 0-39) of 6 tasks in 3 pairs: 21 pass the old
+    `within > across` test, 3 the permutation test (chance: 1 in 15)."""
+    builder = AllocationBuilder((5,), [[dense(4)] * 4] * 3, make_tasks(SIX))
+    size = builder.count_params(builder.shared_allocation())
+    plans = [random_allocation(builder, size, seed=seed) for seed in range(40)]
+    old = sum(allocation_group_sharing(p, PAIRS)["recovered"] for p in plans)
+    new = sum(allocation_group_permutation_test(p, PAIRS)["recovered"] for p in plans)
+    assert old >= 12 and new <= 8
+
+
+def test_allocation_group_permutation_test_rejects_bad_input():
+    plan = paired_allocation()
+    with pytest.raises(ValueError, match="Received: num_permutations=0"):
+        allocation_group_permutation_test(plan, PAIRS, num_permutations=0)
+    with pytest.raises(ValueError, match="Received: level=1.5"):
+        allocation_group_permutation_test(plan, PAIRS, level=1.5)
+    with pytest.raises(ValueError, match="exactly once"):
+        allocation_group_permutation_test(plan, PAIRS[:2])
+    with pytest.raises(TypeError, match="Received: allocation=None"):
+        allocation_group_permutation_test(None, PAIRS)
 
 
 def test_random_allocation_size_and_validity():

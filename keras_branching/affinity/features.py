@@ -1,5 +1,7 @@
 """Features of single-task networks at every branch point."""
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -66,6 +68,69 @@ def task_blocks(model):
     return {task: [model.get_layer(name) for name in chain] for task, chain in chains.items()}
 
 
+def probe_inputs(inputs, num_samples, seed=None):
+    """One probe batch of `num_samples` inputs drawn from every task's own inputs.
+
+    Representation similarity compares two tasks' networks on the *same*
+    inputs. Where every task has its own examples (a builder with per-task
+    inputs, such as one Omniglot alphabet per task), the probe set is
+    pooled: each of the `T` tasks gives `num_samples // T` examples (the
+    first `num_samples % T` tasks one more), drawn at random without
+    replacement, and the pooled batch is fed to *every* task's network
+    (`branch_point_features` does so for a model with per-task inputs).
+
+    Args:
+        inputs: a dict keyed by task (or by the model's input names) of
+            arrays, each with its own number of examples.
+        num_samples: the size of the probe batch, an int >= 1.
+        seed: optional int seeding the draw; the same seed gives the same
+            batch.
+
+    Returns:
+        A numpy array of `num_samples` inputs, task after task in the
+        order of `inputs`.
+
+    Raises:
+        TypeError: if `inputs` is not a non-empty dict of arrays.
+        ValueError: for `num_samples` < 1, or a task with fewer examples
+            than its share.
+
+    Example:
+
+    >>> import numpy as np
+    >>> inputs = {"a": np.zeros((10, 2)), "b": np.ones((4, 2))}
+    >>> probe = probe_inputs(inputs, 5, seed=0)
+    >>> probe.shape, probe[:, 0].tolist()
+    ((5, 2), [0.0, 0.0, 0.0, 1.0, 1.0])
+    """
+    if not isinstance(inputs, dict) or not inputs:
+        raise TypeError(
+            "Expected `inputs` to be a non-empty dict of arrays keyed by task. "
+            f"Received: {type(inputs).__name__}"
+        )
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, numbers.Integral)
+        or num_samples < 1
+    ):
+        raise ValueError(
+            f"Expected `num_samples` to be an int >= 1. Received: num_samples={num_samples!r}"
+        )
+    rng = np.random.default_rng(seed)
+    count = len(inputs)
+    parts = []
+    for index, (task, values) in enumerate(inputs.items()):
+        values = np.asarray(values)
+        share = num_samples // count + (index < num_samples % count)
+        if len(values) < share:
+            raise ValueError(
+                f"Expected at least {share} inputs of task {task!r} for a probe batch of "
+                f"num_samples={num_samples} pooled from {count} tasks. Received: {len(values)}"
+            )
+        parts.append(values[np.sort(rng.choice(len(values), size=share, replace=False))])
+    return np.concatenate(parts)
+
+
 def branch_point_features(model, x, pooling=None, batch_size=256):
     """Each task's features at the end of every block, for inputs `x`.
 
@@ -75,10 +140,16 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
     names; their outputs are read in one `predict` of a model from the
     input to all of them.
 
+    Per-task inputs: for a model with one input per task, `x` is one batch
+    that is fed to every task's input, so that all tasks are compared on
+    the same inputs (pool it from every task's examples with
+    `probe_inputs`).
+
     Args:
         model: a Keras model built by `BranchedModelBuilder` from the fully
             independent tree, with a dict output keyed by task name.
-        x: the inputs (K of them), as `model.predict` takes them.
+        x: the inputs (K of them), as `model.predict` takes them; for a
+            model with per-task inputs, one array fed to every task's input.
         pooling: None to keep the features whole (`rdm` flattens them), or
             "average" to average over every axis between the batch and the
             channel axis (space, for convolutional blocks).
@@ -91,7 +162,8 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
     Raises:
         TypeError: if `model` has no dict output keyed by task name.
         ValueError: if the model is not the independent tree (see
-            `task_blocks`), or for an unknown `pooling`.
+            `task_blocks`), for an unknown `pooling`, or for `x` a dict
+            when the model has per-task inputs.
 
     Example:
 
@@ -112,6 +184,15 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
             f"Expected `pooling` to be None or 'average'. Received: pooling={pooling!r}"
         )
     blocks = task_blocks(model)
+    if isinstance(model.input, dict):  # per-task inputs: the same probe for every task
+        if isinstance(x, dict):
+            raise ValueError(
+                "Expected one batch of probe inputs for a model with per-task inputs (it "
+                "is fed to every task's input, so that the tasks are compared on the same "
+                "inputs; pool one from every task's examples with `probe_inputs`). "
+                f"Received: a dict of inputs keyed by {sorted(x)}"
+            )
+        x = [x] * len(model.inputs)
     order = [(task, layer) for task, layers in blocks.items() for layer in layers]
     reader = keras.Model(model.inputs, [layer.output for _, layer in order])
     outputs = reader.predict(x, batch_size=batch_size, verbose=0)

@@ -7,13 +7,15 @@ cheapest tree that fits a size budget (`select_tree`). The result is a
 `SearchResult` whose plan is that `BranchingTree`.
 """
 
+import math
 import numbers
 import sys
 
 import keras
 import numpy as np
 
-from keras_branching.affinity.features import branch_point_features, task_blocks
+from keras_branching import fusion
+from keras_branching.affinity.features import branch_point_features, probe_inputs, task_blocks
 from keras_branching.affinity.rsa import rsa_affinity
 from keras_branching.affinity.tree_search import (
     DEFAULT_COST,
@@ -34,8 +36,12 @@ def _is_dataset(data):
     return tf is not None and isinstance(data, tf.data.Dataset)
 
 
-def _num_examples(data, what):
+def _num_examples(data, what, per_task=False):
+    """The number of examples of `data`; for per-task inputs (a dict of arrays
+    with their own lengths), the fewest any task has."""
     lengths = {len(a) for a in keras.tree.flatten(data)}
+    if per_task:
+        return min(lengths)
     if len(lengths) != 1:
         raise ValueError(
             f"Expected every array of {what} to have the same number of examples. "
@@ -48,21 +54,32 @@ def _take(data, index):
     return keras.tree.map_structure(lambda a: a[index], data)
 
 
-def _first_inputs(dataset, num_samples, what):
-    """The first `num_samples` inputs of a dataset of `(x, y, ...)` batches, as numpy."""
+def _dataset_inputs(dataset):
+    """The inputs' part of a dataset's element spec."""
+    spec = dataset.element_spec
+    return spec[0] if isinstance(spec, tuple) else spec
+
+
+def _first_inputs(dataset, num_samples, what, per_task=False):
+    """The first `num_samples` inputs of a dataset of `(x, y, ...)` batches, as numpy
+    (for per-task inputs, the first `num_samples` of every task)."""
     batches, count = [], 0
     for element in dataset.as_numpy_iterator():
         inputs = element[0] if isinstance(element, tuple) else element
         batches.append(inputs)
-        count += _num_examples(inputs, what)
+        count += _num_examples(inputs, what, per_task)
         if count >= num_samples:
             break
     if count < num_samples:
         raise ValueError(
-            f"Expected at least num_samples={num_samples} inputs in {what} to measure "
+            f"Expected at least {_wanted(num_samples, per_task)} in {what} to measure "
             f"the affinity on. Received: {count}"
         )
     return keras.tree.map_structure(lambda *a: np.concatenate(a)[:num_samples], *batches)
+
+
+def _wanted(count, per_task, noun="inputs"):
+    return f"{count} {noun} per task" if per_task else f"num_samples={count} {noun}"
 
 
 def _share_initial_weights(model):
@@ -111,6 +128,16 @@ class AffinityBranching(Search):
     first `num_samples` inputs it yields (these are also trained on; pass
     `validation_data` to measure on unseen inputs).
 
+    Per-task inputs (a builder whose `inputs` is a dict of shapes, with
+    `x` keyed by task: every task has its own examples): the affinity
+    compares the tasks' networks on one probe batch, the same `num_samples`
+    inputs fed to every task's network. It is pooled from every task
+    (`probe_inputs`): each of the `T` tasks gives about `num_samples / T`
+    of its held-out inputs, drawn with `seed`. The held-out inputs are
+    then taken per task as above, `ceil(num_samples / T)` of every task
+    (for a dataset such as `keras_branching.datasets.task_batches` gives,
+    from its first batches).
+
     The returned `SearchResult` has the chosen `BranchingTree` as `plan`
     and, in `details`, `affinity` (`TaskAffinity.to_config()`: rebuild it
     with `TaskAffinity.from_config`), `cost` (`tree_cost` of the plan),
@@ -125,7 +152,8 @@ class AffinityBranching(Search):
             fully independent (1) trees' counts, or None for no limit (then
             the answer is the independent tree).
         num_samples: how many held-out inputs the affinity is measured on
-            (the paper uses about 500), >= 3.
+            (the paper uses about 500), >= 3; with per-task inputs, the
+            size of the pooled probe batch.
         method: tree search, "exact", "beam" or "auto" (see `select_tree`).
         cost: the tree cost, "balanced" (default) or "paper" (see
             `tree_cost`).
@@ -140,12 +168,18 @@ class AffinityBranching(Search):
             an affinity of only about 0.6 to 0.75 at the last block from
             different starts, 0.98 from the same one.
         seed: optional int; see `Search`.
+        fuse: how the single-task networks train: `"auto"` (default) fused
+            where `keras_branching.fusion.should_fuse` says so for the
+            independent tree (each block depth one `StackedBlock`: faster
+            with many tasks and small blocks), True fused, False as
+            separate copies. The features are read from the separate form
+            (`keras_branching.fusion.unfuse`), so the affinity is the same.
 
     Raises:
         TypeError: if `builder` is not a `BranchedModelBuilder`, or for a
             `budget` or `seed` of the wrong type.
         ValueError: for `num_samples` < 3, a negative budget, an unknown
-            `method`, `cost` or `pooling`.
+            `method`, `cost`, `pooling` or `fuse`.
 
     Example:
 
@@ -180,8 +214,14 @@ class AffinityBranching(Search):
         shared_init=True,
         cost=DEFAULT_COST,
         seed=None,
+        fuse="auto",
     ):
         super().__init__(builder, seed=seed)
+        if not isinstance(fuse, (bool, str)) or fuse not in (True, False, "auto"):
+            raise ValueError(
+                f'Expected `fuse` to be True, False or "auto". Received: fuse={fuse!r}'
+            )
+        self.fuse = fuse
         if (
             isinstance(num_samples, bool)
             or not isinstance(num_samples, numbers.Integral)
@@ -216,8 +256,10 @@ class AffinityBranching(Search):
 
         Without `validation_data`, the last `num_samples` examples of
         in-memory `x` are held out for the affinity, so `search` needs
-        `num_samples + 1`; with it, 1 (the validation inputs must then
-        number at least `num_samples`).
+        `num_samples + 1` (with per-task inputs, `ceil(num_samples / T) +
+        1` of every one of the `T` tasks); with it, 1 (the validation
+        inputs must then number at least `num_samples`, or that share of
+        every task).
 
         Args:
             validation_data: the `validation_data` of the call.
@@ -238,6 +280,8 @@ class AffinityBranching(Search):
         """
         if validation_data is not None or self._holding_out:
             return 1  # the data left after the hold-out only needs one example
+        if self.builder.per_task_inputs:
+            return math.ceil(self.num_samples / len(self.builder.task_names)) + 1
         return self.num_samples + 1
 
     def get_config(self):
@@ -250,6 +294,7 @@ class AffinityBranching(Search):
             pooling=self.pooling,
             shared_init=self.shared_init,
             cost=self.cost,
+            fuse=self.fuse,
         )
         return config
 
@@ -311,38 +356,42 @@ class AffinityBranching(Search):
 
     def _hold_out(self, x, y, validation_data, fit_kwargs):
         """Picks the held-out inputs; returns the data `fit` should see."""
-        n = self.num_samples
         if validation_data is not None:
             if _is_dataset(validation_data):
-                self._held_out = _first_inputs(validation_data, n, "`validation_data`")
+                per_task, n = self._share(_dataset_inputs(validation_data))
+                held = _first_inputs(validation_data, n, "`validation_data`", per_task)
             elif isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
                 x_val = validation_data[0]
-                available = _num_examples(x_val, "`validation_data`")
+                per_task, n = self._share(x_val)
+                available = _num_examples(x_val, "`validation_data`", per_task)
                 if available < n:
                     raise ValueError(
-                        f"Expected at least num_samples={n} validation inputs to measure "
-                        f"the affinity on. Received: {available}"
+                        f"Expected at least {_wanted(n, per_task, 'validation inputs')} to "
+                        f"measure the affinity on. Received: {available}"
                     )
-                self._held_out = _take(x_val, slice(0, n))
+                held = _take(x_val, slice(0, n))
             else:
                 raise ValueError(
                     "Expected `validation_data` to be a tuple (x_val, y_val), "
                     "(x_val, y_val, sample_weight) or a `tf.data.Dataset`. "
                     f"Received: {type(validation_data).__name__}"
                 )
+            self._held_out = self._probe(held, per_task)
             return x, y, validation_data, fit_kwargs
         if _is_dataset(x):
-            self._held_out = _first_inputs(x, n, "`x`")
+            per_task, n = self._share(_dataset_inputs(x))
+            self._held_out = self._probe(_first_inputs(x, n, "`x`", per_task), per_task)
             return x, y, validation_data, fit_kwargs
+        per_task, n = self._share(x)
         available = _num_examples(x, "`x`")
         if available <= n:
             raise ValueError(
-                f"Expected more than num_samples={n} examples, to hold out {n} for the "
-                f"affinity. Received: {available}; pass `validation_data` or a smaller "
-                "`num_samples`."
+                f"Expected more than {_wanted(n, per_task, 'examples')}, to hold out {n} "
+                f"{'of every task ' * per_task}for the affinity. Received: {available}; pass "
+                "`validation_data` or a smaller `num_samples`."
             )
         cut = available - n
-        self._held_out = _take(x, slice(cut, None))
+        self._held_out = self._probe(_take(x, slice(cut, None)), per_task)
         x, y = _take(x, slice(0, cut)), _take(y, slice(0, cut))
         if fit_kwargs.get("sample_weight") is not None:
             fit_kwargs = dict(
@@ -350,11 +399,26 @@ class AffinityBranching(Search):
             )
         return x, y, validation_data, fit_kwargs
 
+    def _share(self, inputs):
+        """`(per_task, count)`: whether `inputs` are per task (a dict for a builder
+        with per-task inputs), and how many of them (of every task) to hold out."""
+        per_task = self.builder.per_task_inputs and isinstance(inputs, dict)
+        if not per_task:
+            return False, self.num_samples
+        return True, math.ceil(self.num_samples / len(self.builder.task_names))
+
+    def _probe(self, held, per_task):
+        """The probe batch: the held-out inputs, pooled from every task for per-task inputs."""
+        return probe_inputs(held, self.num_samples, seed=self.seed) if per_task else held
+
     def build_search_model(self):
         """The compiled model of the builder's independent tree (the single-task networks)."""
-        model = self.builder.build(self.builder.independent_tree())
+        tree = self.builder.independent_tree()
+        model = self.builder.build(tree)
         if self.shared_init:
             _share_initial_weights(model)
+        if self.fuse is True or (self.fuse == "auto" and fusion.should_fuse(self.builder, tree)):
+            model = fusion.fuse(model, self.builder)  # the same weights, trained fused
         return model
 
     def derive_plan(self, model):
@@ -369,6 +433,8 @@ class AffinityBranching(Search):
                 "call `search` first."
             )
         builder = self.builder
+        if fusion.is_fused(model):  # the features are read from the separate copies
+            model = fusion.unfuse(model, builder)
         features = branch_point_features(model, self._held_out, pooling=self.pooling)
         self.affinity = rsa_affinity({t: features[t] for t in builder.task_names})
         tree = select_tree(
