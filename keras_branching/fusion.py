@@ -161,15 +161,57 @@ def build_fused(builder, tree, compile=True, **compile_kwargs):
                     g, [keras.ops.convert_to_numpy(w) for w in block_weights(layer)]
                 )
         last = tree.groups(tree.num_blocks - 1)
-        outputs = {}
-        for task in builder.task_names:
-            row = next(i for i, g in enumerate(last) if task in g)
-            outputs[task] = heads[task](SelectGroup(row, name=naming.select_group_name(task))(h))
+        rows = {t: next(i for i, g in enumerate(last) if t in g) for t in builder.task_names}
+        outputs = _fused_heads(h, heads, rows)
     model = TaskModel(x, outputs, name="branched_model")
     builder._warn_identical_copies(copies)
     if compile:
         builder.compile(model, **compile_kwargs)
     return model
+
+
+def _stacked_heads_name(index):
+    return f"heads{index + 1}_stacked"
+
+
+def _head_rows_name(index):
+    return f"heads{index + 1}_rows"
+
+
+def _fused_heads(h, heads, rows):
+    """`{task: output}`: heads of one config stacked, each task reading its own row.
+
+    Tasks whose heads have the same config (up to names and seeds) and can
+    be stacked share one `StackedBlock` (fed by a `GatherGroups` without
+    recorded groups when the tasks' rows are not simply `0..G-1`); the
+    output of task `t` is then a `SelectGroup` named as its head would be,
+    so losses and metrics by task name are unchanged. Other heads read
+    their row through `SelectGroup` as separate layers.
+    """
+    kinds = {}
+    for task, head in heads.items():
+        if stack_reason(head) is None:
+            key = repr(_without_names_and_seeds(keras.saving.serialize_keras_object(head)))
+            kinds.setdefault(key, []).append(task)
+    outputs, index = {}, 0
+    for tasks in kinds.values():
+        if len(tasks) < 2:
+            continue
+        indices = [rows[t] for t in tasks]
+        x = h
+        if indices != list(range(h.shape[1])):
+            x = GatherGroups(indices, name=_head_rows_name(index))(h)
+        layers = [heads[t] for t in tasks]
+        names = [layer.name for layer in layers]
+        _, y = stack_copies(layers, x, _stacked_heads_name(index))
+        for i, (task, name) in enumerate(zip(tasks, names)):
+            outputs[task] = SelectGroup(i, name=name)(y)
+        index += 1
+    for task, head in heads.items():
+        if task not in outputs:
+            select = SelectGroup(rows[task], name=naming.select_group_name(task))
+            outputs[task] = head(select(h))
+    return {t: outputs[t] for t in heads}
 
 
 def is_fused(model):
@@ -185,7 +227,10 @@ def is_fused(model):
 
 
 def _fused_parts(model):
-    """`(tree, [StackedBlock per depth], {task: head layer})` of a fused model."""
+    """`(tree, [StackedBlock per depth], {task: head})` of a fused model.
+
+    A head is a layer, or `(StackedBlock of the heads, row)` for stacked heads.
+    """
     from keras_branching.tree import BranchingTree
 
     chains = naming.task_block_chains(model, skip_classes=())
@@ -196,12 +241,23 @@ def _fused_parts(model):
     selected = {}
     for task in tasks:
         layers = [model.get_layer(name) for name in chains[task]]
-        if not layers or not isinstance(layers[-1], SelectGroup):
+        if (
+            isinstance(heads[task], SelectGroup) and layers and isinstance(layers[-1], StackedBlock)
+        ):  # a stacked head: (StackedBlock of the heads, row)
+            row = heads[task].index
+            heads[task] = (layers[-1], row)
+            layers = layers[:-1]
+            if layers and isinstance(layers[-1], GatherGroups) and layers[-1].groups is None:
+                row = layers[-1].indices[row]
+                layers = layers[:-1]
+            selected[task] = row
+        elif not layers or not isinstance(layers[-1], SelectGroup):
             raise ValueError(
                 f"Expected the head of task {task!r} to read a `SelectGroup`; this model "
                 "was not built by `BranchedModelBuilder.build(tree, fuse=True)`."
             )
-        selected[task] = layers[-1].index
+        else:
+            selected[task] = layers[-1].index
         if task == tasks[0]:
             for layer in layers:
                 if isinstance(layer, (StackGroups, GatherGroups)):
@@ -253,7 +309,7 @@ def _builder_from_parts(model, blocks, heads):
             "Expected a model with one shared input (models with one input per task are "
             f"never fused). Received {len(model.inputs)} inputs"
         )
-    configs = {t: keras.saving.serialize_keras_object(h) for t, h in heads.items()}
+    configs = {t: keras.saving.serialize_keras_object(_head_layer(h)) for t, h in heads.items()}
     tasks = [
         Task(t, head=lambda c=c: keras.saving.deserialize_keras_object(c), loss="mse")
         for t, c in configs.items()
@@ -261,9 +317,26 @@ def _builder_from_parts(model, blocks, heads):
     return BranchedModelBuilder(model.inputs[0], blocks, tasks)
 
 
+def _head_layer(head):
+    """A head as a layer: itself, or a fresh copy of a stacked head `(StackedBlock, row)`."""
+    return head[0].make_copy() if isinstance(head, tuple) else head
+
+
+def _head_values(head):
+    if isinstance(head, tuple):
+        return head[0].group_weights(head[1])
+    return [keras.ops.convert_to_numpy(w) for w in block_weights(head)]
+
+
 def _copy_heads(source, target):
+    """Copies head weights; a head is a layer or a stacked head `(StackedBlock, row)`."""
     for task, head in source.items():
-        target[task].set_weights(head.get_weights())
+        values, other = _head_values(head), target[task]
+        if isinstance(other, tuple):
+            other[0].set_group_weights(other[1], values)
+        else:
+            for variable, value in zip(block_weights(other), values):
+                variable.assign(value)
 
 
 def unfuse(model, builder=None):

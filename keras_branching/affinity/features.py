@@ -145,9 +145,14 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
     the same inputs (pool it from every task's examples with
     `probe_inputs`).
 
+    A fused model (`build(tree, fuse=True)`, as `AffinityBranching` trains
+    by default) is read through its separate form
+    (`keras_branching.fusion.unfuse`, the same weights).
+
     Args:
         model: a Keras model built by `BranchedModelBuilder` from the fully
-            independent tree, with a dict output keyed by task name.
+            independent tree (separate or fused), with a dict output keyed
+            by task name.
         x: the inputs (K of them), as `model.predict` takes them; for a
             model with per-task inputs, one array fed to every task's input.
         pooling: None to keep the features whole (`rdm` flattens them), or
@@ -183,6 +188,10 @@ def branch_point_features(model, x, pooling=None, batch_size=256):
         raise ValueError(
             f"Expected `pooling` to be None or 'average'. Received: pooling={pooling!r}"
         )
+    from keras_branching import fusion  # fusion imports the builder, which imports nothing here
+
+    if fusion.is_fused(model):
+        model = fusion.unfuse(model)
     blocks = task_blocks(model)
     if isinstance(model.input, dict):  # per-task inputs: the same probe for every task
         if isinstance(x, dict):

@@ -294,7 +294,6 @@ class AffinityBranching(Search):
             pooling=self.pooling,
             shared_init=self.shared_init,
             cost=self.cost,
-            fuse=self.fuse,
         )
         return config
 
@@ -433,8 +432,6 @@ class AffinityBranching(Search):
                 "call `search` first."
             )
         builder = self.builder
-        if fusion.is_fused(model):  # the features are read from the separate copies
-            model = fusion.unfuse(model, builder)
         features = branch_point_features(model, self._held_out, pooling=self.pooling)
         self.affinity = rsa_affinity({t: features[t] for t in builder.task_names})
         tree = select_tree(

@@ -63,14 +63,22 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
             `activity_penalty * mean(|parents|)` (the mean absolute
             activation of the parent tensors) to the model's losses, an L1
             activity penalty on the nodes this router reads, a number >= 0.
+        stacked: False (default): the parents come as a list of P tensors
+            and the children go out as a list. True (a fused supernet): the
+            parents come as one tensor `(batch, P, ...)` (row `p` on axis 1
+            is parent `p`, as a `StackedBlock` lays out its copies) and the
+            children go out as one tensor `(batch, num_children, ...)`,
+            computed by one contraction of the mixing weights with it.
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: a list of P >= 1 parent tensors, all of one shape.
+        inputs: a list of P >= 1 parent tensors, all of one shape; with
+            `stacked=True`, one tensor `(batch, P, ...)`.
         training: whether to sample (True) or take the argmax (False).
 
     Returns:
-        A list of `num_children` tensors of the parents' shape.
+        A list of `num_children` tensors of the parents' shape; with
+        `stacked=True`, one tensor `(batch, num_children, ...)`.
 
     Raises:
         TypeError: for a non-int `num_children`, a non-bool `hard`, a
@@ -88,6 +96,9 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
     (3, (4, 5))
     >>> router.parent_probabilities().shape
     (3, 2)
+    >>> stacked = GumbelRouter(3, stacked=True)
+    >>> tuple(stacked(np.ones((4, 2, 5), "float32")).shape)
+    (4, 3, 5)
     """
 
     def __init__(
@@ -98,6 +109,7 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
         seed=None,
         usage_penalty=0.0,
         activity_penalty=0.0,
+        stacked=False,
         **kwargs,
     ):
         check_positive_int("num_children", num_children)
@@ -106,6 +118,8 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
         check_non_negative("activity_penalty", activity_penalty)
         if not isinstance(hard, bool):
             raise TypeError(f"Expected `hard` to be a bool. Received: hard={hard!r}")
+        if not isinstance(stacked, bool):
+            raise TypeError(f"Expected `stacked` to be a bool. Received: stacked={stacked!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"Expected `seed` to be an int or None. Received: seed={seed!r}")
         super().__init__(**kwargs)
@@ -115,10 +129,26 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
         self.seed = None if seed is None else int(seed)
         self.usage_penalty = float(usage_penalty)
         self.activity_penalty = float(activity_penalty)
+        self.stacked = stacked
         self.seed_generator = keras.random.SeedGenerator(self.seed)
 
-    @staticmethod
-    def _check_parent_shapes(input_shape):
+    def _check_parent_shapes(self, input_shape):
+        if self.stacked:
+            if (
+                not isinstance(input_shape, (list, tuple))
+                or len(input_shape) < 2
+                or not all(d is None or isinstance(d, int) for d in input_shape)
+            ):
+                raise TypeError(
+                    "Expected the input of a `GumbelRouter(stacked=True)` to be one tensor "
+                    f"of shape (batch, parents, ...). Received input of shape {input_shape}"
+                )
+            if input_shape[1] is None:
+                raise ValueError(
+                    "Expected a known number of parents (axis 1) for `GumbelRouter(stacked=True)`. "
+                    f"Received input of shape {tuple(input_shape)}"
+                )
+            return [(input_shape[0], *input_shape[2:])] * input_shape[1]
         if not isinstance(input_shape, (list, tuple)) or not all(
             isinstance(s, (list, tuple)) for s in input_shape
         ):
@@ -169,6 +199,8 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
+        if self.stacked:
+            return self._call_stacked(inputs, training)
         if not isinstance(inputs, (list, tuple)):
             raise TypeError(
                 "Expected `GumbelRouter` inputs to be a list of parent tensors. "
@@ -186,11 +218,28 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
         mixed = ops.tensordot(weights, stacked, axes=1)  # (children, batch, ...)
         return [mixed[c] for c in range(self.num_children)]
 
+    def _call_stacked(self, inputs, training):
+        if training and self.usage_penalty > 0 and self.num_parents > 1:
+            self.add_loss(self.usage_penalty * self.usage_imbalance())
+        if training and self.activity_penalty > 0:
+            # Every parent has one size: the mean over all is the mean of the parents' means.
+            self.add_loss(self.activity_penalty * ops.mean(ops.abs(ops.cast(inputs, "float32"))))
+        weights = ops.cast(self.mixing_weights(bool(training)), inputs.dtype)
+        shape = tuple(inputs.shape)
+        flat = ops.reshape(inputs, (-1, self.num_parents, int(np.prod(shape[2:], dtype="int64"))))
+        mixed = ops.einsum("cp,bpf->bcf", weights, flat)  # (batch, children, features)
+        return ops.reshape(mixed, (-1, self.num_children, *shape[2:]))
+
     def compute_output_shape(self, input_shape):
         shapes = self._check_parent_shapes(input_shape)
+        if self.stacked:
+            return (input_shape[0], self.num_children, *input_shape[2:])
         return [shapes[0]] * self.num_children
 
     def compute_output_spec(self, inputs, training=None):
+        if self.stacked:
+            shape = self.compute_output_shape(tuple(inputs.shape))
+            return keras.KerasTensor(shape, dtype=inputs.dtype)
         shapes = self._check_parent_shapes([tuple(x.shape) for x in inputs])
         return [
             keras.KerasTensor(shapes[0], dtype=inputs[0].dtype) for _ in range(self.num_children)
@@ -226,6 +275,7 @@ class GumbelRouter(SeedStateSaving, keras.layers.Layer):
                 "seed": self.seed,
                 "usage_penalty": self.usage_penalty,
                 "activity_penalty": self.activity_penalty,
+                "stacked": self.stacked,
             }
         )
         return config

@@ -18,11 +18,14 @@ nodes feed each router, which node each head reads), so they also work on
 a supernet reloaded from a `.keras` file.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
-from keras_branching import naming
+from keras_branching import fusion, naming
 from keras_branching.builder import _TaskRows, seeded_layers
+from keras_branching.layers.group_gather import SelectGroup, StackGroups
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.optimizers import ArchitectureOptimizer
 from keras_branching.search import check_seed
@@ -93,6 +96,7 @@ def build_supernet(
     hard=True,
     activity_penalty=0.0,
     router_optimizer=None,
+    fuse=False,
     **compile_kwargs,
 ):
     """Builds (and compiles) the learning-to-branch supernet of a builder.
@@ -136,6 +140,17 @@ def build_supernet(
             the paper's supernet.
         hard: every router's `hard`: hard samples with straight-through
             gradients (default, the paper's) or soft mixing in training.
+        fuse: False (default): every node is its own layer. True: a fused
+            supernet, each layer's nodes one `StackedBlock` on tensors laid
+            out `(batch, width, ...)`, and each router a
+            `GumbelRouter(stacked=True)` mixing the stacked parents in one
+            contraction; it computes what the separate supernet computes
+            and starts from the same weights (with `builder.seed` set).
+            Falls back to the separate supernet, with a `UserWarning`, when a
+            layer's nodes cannot be stacked (`fusion.copies_reason`).
+            `"auto"` fuses by `keras_branching.fusion.fuse_rule`.
+            `derive_tree`, `supernet_parents` and `router_probabilities`
+            read both forms.
         **compile_kwargs: extra arguments for `compile` (`jit_compile`...).
 
     Returns:
@@ -145,7 +160,9 @@ def build_supernet(
     Raises:
         TypeError, ValueError: for widths of the wrong type or length, a
             width below 1, a last width other than the number of tasks, a
-            bad temperature, seed or router learning rate.
+            bad temperature, seed or router learning rate, a `fuse` other
+            than True, False or "auto", or `fuse=True` with one input per
+            task.
 
     Example:
 
@@ -163,6 +180,16 @@ def build_supernet(
     """
     widths = check_widths(builder, widths)
     seed = check_seed(seed)
+    if not isinstance(fuse, (bool, str)) or fuse not in (True, False, "auto"):
+        raise ValueError(f'Expected `fuse` to be True, False or "auto". Received: fuse={fuse!r}')
+    if fuse is True and builder.per_task_inputs:
+        raise ValueError(
+            "Expected a builder with one shared input for `fuse=True`: with one input per "
+            f"task the nodes see different batches. Received per-task inputs for "
+            f"{list(builder.task_names)}"
+        )
+    if fuse == "auto":
+        fuse = fusion.fuse_rule(builder, widths)
     optimizer = None  # the builder's
     if compile and router_optimizer is not None:
         router_optimizer = keras.optimizers.get(router_optimizer)
@@ -172,16 +199,27 @@ def build_supernet(
         optimizer = ArchitectureOptimizer.with_learning_rate(
             builder.fresh_optimizer(), router_learning_rate
         )
-    with seeded_layers(builder.seed, salt="supernet"):
-        inputs, outputs = _supernet_graph(
-            builder,
-            widths,
-            temperature,
-            seed,
-            usage_penalty=usage_penalty,
-            hard=hard,
-            activity_penalty=activity_penalty,
-        )
+    router_kwargs = {
+        "temperature": temperature,
+        "usage_penalty": usage_penalty,
+        "activity_penalty": activity_penalty,
+        "hard": hard,
+    }
+    graph = None
+    if fuse:
+        graph = _fused_supernet_graph(builder, widths, seed, router_kwargs)
+    if graph is None:
+        with seeded_layers(builder.seed, salt="supernet"):
+            graph = _supernet_graph(
+                builder,
+                widths,
+                temperature,
+                seed,
+                usage_penalty=usage_penalty,
+                hard=hard,
+                activity_penalty=activity_penalty,
+            )
+    inputs, outputs = graph
     model = keras.Model(builder.model_inputs(inputs), outputs, name="supernet")
     if compile:
         builder.compile(model, optimizer=optimizer, **compile_kwargs)
@@ -232,6 +270,60 @@ def _supernet_graph(
         head = builder.make_head(task)
         head.name = naming.head_name(task.name)
         outputs[task.name] = head(nodes[t])
+    return inputs, outputs
+
+
+def _fused_supernet_graph(builder, widths, seed, router_kwargs):
+    """The fused supernet's inputs and outputs, or None (with a warning) if a layer cannot stack.
+
+    The routers, node copies and heads are made in the order
+    `_supernet_graph` makes them, under the same seed, so both forms start
+    from the same weights; each layer's copies then become one
+    `StackedBlock`.
+    """
+    tasks = builder.task_names
+    with seeded_layers(builder.seed, salt="supernet"):
+        inputs = builder.make_inputs()
+        routers, copies = [None], []
+        for block, width in enumerate(widths):
+            if block > 0:
+                routers.append(
+                    GumbelRouter(
+                        width,
+                        seed=None if seed is None else seed + block,
+                        stacked=True,
+                        name=naming.router_name(block),
+                        **router_kwargs,
+                    )
+                )
+            names = [naming.supernet_node_name(block, c) for c in range(width)]
+            copies.append(
+                [builder.make_block(block, copy_index=c, name=n) for c, n in enumerate(names)]
+            )
+        heads = []
+        for task in builder.tasks:
+            heads.append(builder.make_head(task))
+            heads[-1].name = naming.head_name(task.name)
+    for block, layers in enumerate(copies):
+        reason = fusion.copies_reason(layers)
+        if reason is not None:
+            warnings.warn(
+                f"Building a separate supernet: the nodes of block {block} cannot be "
+                f"stacked ({reason}).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+    with seeded_layers(builder.seed, salt="fusion"):
+        h = StackGroups(widths[0], name=naming.stack_groups_name())(inputs[tasks[0]])
+        for block, layers in enumerate(copies):
+            if block > 0:
+                h = routers[block](h)
+            _, h = fusion.stack_copies(layers, h, naming.stacked_block_name(block))
+        outputs = {
+            task: head(SelectGroup(t, name=naming.select_group_name(task))(h))
+            for t, (task, head) in enumerate(zip(tasks, heads))
+        }
     return inputs, outputs
 
 
@@ -290,11 +382,14 @@ class _Structure:
 
     Attributes:
         tasks: task names, in output order.
-        last_nodes: `{task: name of the last-layer node its head reads}`.
-        feeds: `{node name: None (reads the input) or (router name, child)}`.
-        parents: `{router name: [parent node names]}`.
+        last_nodes: `{task: the last-layer node its head reads}`.
+        feeds: `{node: None (reads the input) or (router name, child)}`.
+        parents: `{router name: [parent nodes]}`.
         depth: `{router name: the 0-based index of the layer it feeds}`.
         num_blocks: the number of node layers.
+
+    A node is a layer name, or `(StackedBlock name, row)` in a fused
+    supernet (`build_supernet(..., fuse=True)`).
     """
 
     def __init__(self, supernet):
@@ -310,6 +405,11 @@ class _Structure:
         layers = {layer["name"]: layer for layer in config["layers"]}
         self.tasks = list(outputs)
         self.feeds, self.parents, self.last_nodes = {}, {}, {}
+        self.depth = {}
+        heads = [_single_input(layers[head]) for head, _, _ in outputs.values()]
+        if any(h is not None and layers[h[0]]["class_name"] == "SelectGroup" for h in heads):
+            self._read_fused(supernet, layers, outputs)
+            return
         for task, (head, _, _) in outputs.items():
             source = _single_input(layers[head])
             if source is None or layers[source[0]]["class_name"] in (
@@ -321,7 +421,6 @@ class _Structure:
                 raise _not_a_supernet(supernet, f"the head of task {task!r} reads no node")
             self.last_nodes[task] = source[0]
             self._visit_node(supernet, layers, source[0])
-        self.depth = {}
         for router in self.parents:
             self._router_depth(supernet, router)
         depths = [self._node_depth(node) for node in self.last_nodes.values()]
@@ -330,6 +429,52 @@ class _Structure:
                 supernet, f"the tasks' heads read nodes at different depths {depths}"
             )
         self.num_blocks = depths[0] + 1
+
+    def _read_fused(self, supernet, layers, outputs):
+        """The structure of a fused supernet: nodes are `(StackedBlock name, row)`."""
+        last = set()
+        for task, (head, _, _) in outputs.items():
+            select = _single_input(layers[head])
+            source = None if select is None else _single_input(layers[select[0]])
+            if (
+                select is None
+                or layers[select[0]]["class_name"] != "SelectGroup"
+                or source is None
+                or layers[source[0]]["class_name"] != "StackedBlock"
+            ):
+                raise _not_a_supernet(
+                    supernet, f"the head of task {task!r} reads no row of a stacked layer"
+                )
+            self.last_nodes[task] = (source[0], int(layers[select[0]]["config"]["index"]))
+            last.add(source[0])
+        if len(last) != 1:
+            raise _not_a_supernet(supernet, f"the heads read different stacked layers {last}")
+        stacked, depth = last.pop(), []
+        while True:  # from the last layer of nodes back to the input
+            depth.append(stacked)
+            width = int(layers[stacked]["config"]["num_groups"])
+            source = _single_input(layers[stacked])
+            kind = None if source is None else layers[source[0]]["class_name"]
+            if kind == "StackGroups":
+                self.feeds.update({(stacked, c): None for c in range(width)})
+                break
+            if kind != "GumbelRouter" or not layers[source[0]]["config"].get("stacked"):
+                raise _not_a_supernet(
+                    supernet, f"the stacked layer {stacked!r} reads neither the input nor a router"
+                )
+            router = source[0]
+            parent = _single_input(layers[router])
+            if parent is None or layers[parent[0]]["class_name"] != "StackedBlock":
+                raise _not_a_supernet(supernet, f"the router {router!r} reads no stacked layer")
+            self.feeds.update({(stacked, c): (router, c) for c in range(width)})
+            num_parents = int(layers[parent[0]]["config"]["num_groups"])
+            self.parents[router] = [(parent[0], p) for p in range(num_parents)]
+            stacked = parent[0]
+        self.num_blocks = len(depth)
+        for block, name in enumerate(reversed(depth)):
+            source = _single_input(layers[name])
+            if block > 0:
+                self.depth[source[0]] = block
 
     def _visit_node(self, supernet, layers, node):
         if node in self.feeds:

@@ -48,8 +48,9 @@ def test_fused_model_matches_the_separate_one():
     builder = make_builder()
     separate, fused = builder.build(TREE), builder.build(TREE, fuse=True)
     assert is_fused(fused) and not is_fused(separate)
-    assert sum(isinstance(layer, StackedBlock) for layer in fused.layers) == 3
-    assert sum(isinstance(layer, GatherGroups) for layer in fused.layers) == 2
+    # 3 block depths + the 4 heads of one shape; 2 branchings + the heads' rows [0, 1, 2, 2].
+    assert sum(isinstance(layer, StackedBlock) for layer in fused.layers) == 4
+    assert sum(isinstance(layer, GatherGroups) for layer in fused.layers) == 3
     assert fused.count_params() == separate.count_params() == builder.count_params(TREE)
     assert read_tree(fused) == TREE
     x, _ = data()
@@ -157,3 +158,49 @@ def test_fused_model_on_jax(tmp_path):
     script = tmp_path / "fused_jax.py"
     script.write_text(JAX_SCRIPT)
     assert "ok" in run_python(script, cwd=str(tmp_path), timeout=300, backend="jax")
+
+
+def test_heads_of_one_shape_are_stacked():
+    heads = {"a": 2, "b": 1, "c": 2, "d": 2}  # a, c, d stack; b stays its own layer
+    builder = BranchedModelBuilder(
+        inputs=(6,),
+        blocks=[lambda: keras.layers.Dense(8, activation="relu")] * 2,
+        tasks=[
+            Task(t, head=lambda n=n: keras.layers.Dense(n), loss="mse") for t, n in heads.items()
+        ],
+        seed=0,
+    )
+    tree = builder.independent_tree()
+    separate, fused = builder.build(tree), builder.build(tree, fuse=True)
+    stacked = [layer for layer in fused.layers if isinstance(layer, StackedBlock)]
+    assert [s.num_groups for s in stacked] == [4, 4, 3]
+    assert fused.output_names == separate.output_names  # outputs keep the heads' names
+    assert fused.count_params() == separate.count_params()
+    assert read_tree(fused) == tree
+    x, _ = data()
+    assert_same_outputs(separate, fused, x)
+    again = unfuse(fused)
+    assert_same_outputs(fused, again, x)
+    assert_same_outputs(fuse(again), fused, x)
+
+
+def test_affinity_branching_trains_fused_and_reads_the_same_features():
+    from keras_branching.affinity import AffinityBranching
+    from keras_branching.affinity.features import branch_point_features
+
+    builder = make_builder()
+    x, y = data(96)
+    search = AffinityBranching(builder, num_samples=20, seed=0)  # fuse="auto"
+    fused = search.build_search_model()
+    assert is_fused(fused) and read_tree(fused) == builder.independent_tree()
+    separate = unfuse(fused)
+    expected = branch_point_features(separate, x[:8])
+    actual = branch_point_features(fused, x[:8])
+    for task in TASKS:
+        for a, b in zip(actual[task], expected[task]):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not is_fused(AffinityBranching(builder, fuse=False).build_search_model())
+    with pytest.raises(ValueError, match="fuse='yes'"):
+        AffinityBranching(builder, fuse="yes")
+    result = search.search(x, y, epochs=1, batch_size=32, verbose=0)
+    assert list(result.plan.tasks) == TASKS
