@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_branching import naming
 from keras_branching.layers.branch_point import BranchPoint
+from keras_branching.layers.stacked import variable_numpy
 from keras_branching.layers.task_batches import JoinTaskBatches, SplitTaskBatches
 from keras_branching.models import TaskModel
 from keras_branching.search import check_seed
@@ -441,18 +442,19 @@ class BranchedModelBuilder:
 
     # Building.
 
-    def build(self, plan, compile=True, fuse=False, **compile_kwargs):
+    def build(self, plan, compile=True, fuse="auto", **compile_kwargs):
         """Builds (and compiles) the functional model of the tree `plan`.
 
         Args:
             plan: a `BranchingTree` over the builder's tasks and blocks.
             compile: whether to compile the model (default True).
-            fuse: False (default) for one layer per block copy; True for a
-                fused model, each block depth one `StackedBlock` computing
-                all its groups at once (same parameters, same outputs; see
+            fuse: `"auto"` (default) to let `keras_branching.fusion.should_fuse`
+                choose (see docs/performance.md); True for a fused model,
+                each block depth one `StackedBlock` computing all its groups
+                at once (same parameters, same outputs; see
                 `keras_branching.fusion`; a block that cannot be stacked
-                falls back to separate copies with a `UserWarning`);
-                `"auto"` to let `keras_branching.fusion.should_fuse` choose.
+                falls back to separate copies with a `UserWarning`); False
+                for one layer per block copy.
             **compile_kwargs: extra arguments for `compile`, for example
                 `jit_compile=True` or `steps_per_execution=8`.
 
@@ -631,7 +633,7 @@ class BranchedModelBuilder:
     @staticmethod
     def _warn_identical_copies(copies):
         for block, layers in copies.items():
-            values = [[np.asarray(w) for w in layer.weights] for layer in layers]
+            values = [[variable_numpy(w) for w in layer.weights] for layer in layers]
             if len(values) < 2 or not any(v.size > 1 for v in values[0]):
                 continue
             if any(

@@ -18,7 +18,13 @@ import keras
 
 from keras_branching import naming
 from keras_branching.layers.group_gather import GatherGroups, SelectGroup, StackGroups
-from keras_branching.layers.stacked import StackedBlock, block_leaves, block_weights, stack_reason
+from keras_branching.layers.stacked import (
+    StackedBlock,
+    block_leaves,
+    block_weights,
+    stack_reason,
+    variable_numpy,
+)
 
 
 def can_stack(block_layer):
@@ -63,11 +69,12 @@ def should_fuse(builder, tree):
     """The rule of `build(tree, fuse="auto")`: whether to build `tree` fused.
 
     Fuse when the model has a single shared input (per-task input models
-    stay separate: their groups see different batches), some block depth
-    has at least 2 groups, every block can be stacked (`can_stack`) and no
-    block is convolutional (the faster form for convolutional blocks is not
-    measured yet, so they stay separate by default). This is the one place
-    to change the rule.
+    stay separate: their groups see different batches), the builder has no
+    `gradient_scale`, some block depth has at least 2 groups, every block
+    can be stacked (`can_stack`) and no block is convolutional (a stacked
+    convolution is a grouped convolution, many times slower on TensorFlow
+    without XLA: see docs/performance.md). The rule itself lives in
+    `fuse_rule`, shared with the supernet.
 
     Args:
         builder: a `BranchedModelBuilder`.
@@ -110,7 +117,8 @@ def build_fused(builder, tree, compile=True, **compile_kwargs):
     and the reason, when a block cannot be stacked.
 
     Raises:
-        ValueError: for a builder with one input per task.
+        ValueError: for a builder with one input per task or with a
+            `gradient_scale`.
     """
     from keras_branching.builder import seeded_layers
     from keras_branching.models import TaskModel
@@ -121,6 +129,12 @@ def build_fused(builder, tree, compile=True, **compile_kwargs):
             "Expected a builder with one shared input for `fuse=True`: with one input "
             "per task the groups see different batches. Received per-task inputs for "
             f"{list(builder.task_names)}"
+        )
+    if builder.gradient_scale is not None:
+        raise ValueError(
+            "Expected a builder without `gradient_scale` for `fuse=True`: the fused "
+            "model's `GatherGroups` add up the children's gradients as they are. "
+            f"Received: gradient_scale={builder.gradient_scale!r}"
         )
     blocked = unstackable_block(builder)
     if blocked is not None:
@@ -157,9 +171,7 @@ def build_fused(builder, tree, compile=True, **compile_kwargs):
             stacked = StackedBlock(copies[d][0], len(groups), name=naming.stacked_block_name(d))
             h = stacked(h)
             for g, layer in enumerate(copies[d]):
-                stacked.set_group_weights(
-                    g, [keras.ops.convert_to_numpy(w) for w in block_weights(layer)]
-                )
+                stacked.set_group_weights(g, [variable_numpy(w) for w in block_weights(layer)])
         last = tree.groups(tree.num_blocks - 1)
         rows = {t: next(i for i, g in enumerate(last) if t in g) for t in builder.task_names}
         outputs = _fused_heads(h, heads, rows)
@@ -325,7 +337,7 @@ def _head_layer(head):
 def _head_values(head):
     if isinstance(head, tuple):
         return head[0].group_weights(head[1])
-    return [keras.ops.convert_to_numpy(w) for w in block_weights(head)]
+    return [variable_numpy(w) for w in block_weights(head)]
 
 
 def _copy_heads(source, target):
@@ -415,7 +427,7 @@ def fuse(model, builder=None):
     ...     [lambda: keras.layers.Dense(3)] * 2,
     ...     [Task(t, head=lambda: keras.layers.Dense(1), loss="mse") for t in "ab"],
     ... )
-    >>> separate = builder.build(builder.independent_tree())
+    >>> separate = builder.build(builder.independent_tree(), fuse=False)
     >>> fused = fuse(separate, builder)
     >>> x = np.ones((2, 4), "float32")
     >>> bool(np.allclose(fused(x)["b"], separate(x)["b"], atol=1e-5))
@@ -440,9 +452,7 @@ def fuse(model, builder=None):
         fused = build_fused(builder, tree)
     _, stacked, new_heads = _fused_parts(fused)
     for (d, i), layer in copies.items():
-        stacked[d].set_group_weights(
-            i, [keras.ops.convert_to_numpy(w) for w in block_weights(layer)]
-        )
+        stacked[d].set_group_weights(i, [variable_numpy(w) for w in block_weights(layer)])
     _copy_heads(heads, new_heads)
     return fused
 
@@ -512,7 +522,7 @@ def stack_copies(copies, inputs, name):
     stacked = StackedBlock(copies[0], len(copies), name=name)
     outputs = stacked(inputs)
     for g, layer in enumerate(copies):
-        stacked.set_group_weights(g, [keras.ops.convert_to_numpy(w) for w in block_weights(layer)])
+        stacked.set_group_weights(g, [variable_numpy(w) for w in block_weights(layer)])
     return stacked, outputs
 
 
@@ -527,6 +537,8 @@ def fuse_rule(builder, copies_per_depth):
         A bool: see `should_fuse`.
     """
     if builder.per_task_inputs or max(copies_per_depth) < 2:
+        return False
+    if getattr(builder, "gradient_scale", None) is not None:  # not in the fused layers
         return False
     blocks = _sample_blocks(builder)
     return all(can_stack(b) and not _is_convolutional(b) for b in blocks)

@@ -49,7 +49,8 @@ def random_tree(rng, tasks, num_blocks):
 
 
 def test_outputs_losses_and_names():
-    model = make_builder().build(branched_tree())
+    # The separate form: one named layer per block copy (fused models: tests/fusion).
+    model = make_builder().build(branched_tree(), fuse=False)
     assert sorted(model.output) == TASKS
     names = [layer.name for layer in model.layers]
     assert "block1_shared" in names
@@ -107,7 +108,7 @@ def _gradients(model, task):
 
 
 def test_gradient_isolation_in_the_independent_tree():
-    model = make_builder().build(BranchingTree.independent(TASKS, 2))
+    model = make_builder().build(BranchingTree.independent(TASKS, 2), fuse=False)
     grads = _gradients(model, "a")
     for path, grad in grads.items():
         owner = path.split("/")[0]
@@ -127,7 +128,7 @@ def test_every_task_reaches_the_shared_blocks():
 
 
 def test_copies_of_a_block_start_with_different_weights():
-    model = make_builder().build(BranchingTree.independent(TASKS, 2))
+    model = make_builder().build(BranchingTree.independent(TASKS, 2), fuse=False)
     kernels = [model.get_layer(f"block1_{t}").kernel.numpy() for t in TASKS]
     assert not np.array_equal(kernels[0], kernels[1])
     assert not np.array_equal(kernels[1], kernels[2])
@@ -142,8 +143,8 @@ def test_layer_instances_are_cloned_with_distinct_seeds():
         [seeded, seeded],
         [Task(t, head=lambda: keras.layers.Dense(1), loss="mse") for t in TASKS],
     )
-    first = builder.build(BranchingTree.independent(TASKS, 2))
-    second = builder.build(BranchingTree.independent(TASKS, 2))
+    first = builder.build(BranchingTree.independent(TASKS, 2), fuse=False)
+    second = builder.build(BranchingTree.independent(TASKS, 2), fuse=False)
     kernels = [first.get_layer(f"block1_{t}").kernel.numpy() for t in TASKS]
     assert not np.array_equal(kernels[0], kernels[1])
     # Seeds are kept, shifted per copy: reproducible across builds.

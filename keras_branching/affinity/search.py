@@ -413,7 +413,7 @@ class AffinityBranching(Search):
     def build_search_model(self):
         """The compiled model of the builder's independent tree (the single-task networks)."""
         tree = self.builder.independent_tree()
-        model = self.builder.build(tree)
+        model = self.builder.build(tree, fuse=False)  # fused below, after the weights are shared
         if self.shared_init:
             _share_initial_weights(model)
         if self.fuse is True or (self.fuse == "auto" and fusion.should_fuse(self.builder, tree)):

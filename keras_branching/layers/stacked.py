@@ -66,6 +66,20 @@ _FOLDED = tuple(
 )
 
 
+def variable_numpy(value):
+    """A numpy copy of a Keras variable's (or any tensor's) value.
+
+    Reads the backend value's own `numpy()` where it has one: numpy 2's
+    `__array__` protocol on a TensorFlow variable warns (a
+    DeprecationWarning about the `copy` keyword).
+    """
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if hasattr(value, "numpy"):  # a TensorFlow variable or eager tensor
+        return np.array(value.numpy())
+    return np.array(keras.ops.convert_to_numpy(value))
+
+
 def block_leaves(layer):
     """The layers a block computes with, in order: `keras.Sequential` blocks flattened.
 
@@ -417,10 +431,7 @@ class StackedBlock(keras.layers.Layer):
             leaf = per_copy[0][index]
             for w_index, weight in enumerate(leaf.weights):
                 values = np.stack(
-                    [
-                        keras.ops.convert_to_numpy(leaves[index].weights[w_index])
-                        for leaves in per_copy
-                    ]
+                    [variable_numpy(leaves[index].weights[w_index]) for leaves in per_copy]
                 )
                 op.vars[weight.name] = self.add_weight(
                     shape=values.shape,
@@ -439,7 +450,7 @@ class StackedBlock(keras.layers.Layer):
     def group_weights(self, group):
         """Copy `group`'s weights as numpy arrays, in the order of `block_weights(copy)`."""
         self._check_group(group)
-        return [keras.ops.convert_to_numpy(op.vars[name])[group] for op, name in self._slots()]
+        return [variable_numpy(op.vars[name])[group] for op, name in self._slots()]
 
     def set_group_weights(self, group, weights):
         """Sets copy `group`'s weights from arrays in the order of `block_weights(copy)`.
@@ -457,13 +468,13 @@ class StackedBlock(keras.layers.Layer):
             )
         for (op, name), value in zip(slots, weights):
             variable = op.vars[name]
-            value = np.asarray(value)
+            value = variable_numpy(value)
             if value.shape != tuple(variable.shape[1:]):
                 raise ValueError(
                     f"Expected weight {name!r} of shape {tuple(variable.shape[1:])}. "
                     f"Received shape: {value.shape}"
                 )
-            full = keras.ops.convert_to_numpy(variable).copy()
+            full = variable_numpy(variable)
             full[group] = value
             variable.assign(full)
 

@@ -273,7 +273,7 @@ def test_derive_plan_needs_a_search_first():
 
 def test_shared_init_gives_every_task_the_same_starting_weights():
     builder = make_builder(["a", "b", "c"])
-    model = builder.build(builder.independent_tree())
+    model = builder.build(builder.independent_tree(), fuse=False)  # the separate form
     before = model.get_layer("block1_b").get_weights()[0].copy()
     _share_initial_weights(model)
     for name in ("block1", "block2", "head"):

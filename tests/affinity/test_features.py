@@ -20,7 +20,7 @@ def make_builder(names=("a", "b", "c"), blocks=None):
 
 def test_features_are_each_tasks_block_outputs():
     builder = make_builder()
-    model = builder.build(builder.independent_tree())
+    model = builder.build(builder.independent_tree(), fuse=False)  # the separate form
     x = np.random.default_rng(0).normal(size=(7, 5)).astype("float32")
     features = branch_point_features(model, x)
     assert list(features) == ["a", "b", "c"]

@@ -46,7 +46,7 @@ def assert_same_outputs(first, second, x):
 
 def test_fused_model_matches_the_separate_one():
     builder = make_builder()
-    separate, fused = builder.build(TREE), builder.build(TREE, fuse=True)
+    separate, fused = builder.build(TREE, fuse=False), builder.build(TREE, fuse=True)
     assert is_fused(fused) and not is_fused(separate)
     # 3 block depths + the 4 heads of one shape; 2 branchings + the heads' rows [0, 1, 2, 2].
     assert sum(isinstance(layer, StackedBlock) for layer in fused.layers) == 4
@@ -60,7 +60,7 @@ def test_fused_model_matches_the_separate_one():
 def test_weights_move_both_ways():
     builder = make_builder()
     x, y = data()
-    separate = builder.build(TREE)
+    separate = builder.build(TREE, fuse=False)
     separate.fit(x, y, epochs=1, verbose=0)  # moves the BN statistics too
     fused = fuse(separate)
     assert_same_outputs(separate, fused, x)
@@ -100,7 +100,7 @@ def test_convolutional_blocks_fuse_on_request():
     builder = make_builder(blocks, inputs=(6, 6, 2))
     assert not should_fuse(builder, TREE)  # unmeasured: convolutions stay separate by default
     fused = builder.build(TREE, fuse=True)
-    separate = builder.build(TREE)
+    separate = builder.build(TREE, fuse=False)
     x = np.random.default_rng(0).standard_normal((8, 6, 6, 2)).astype("float32")
     assert_same_outputs(separate, fused, x)
 
@@ -171,7 +171,7 @@ def test_heads_of_one_shape_are_stacked():
         seed=0,
     )
     tree = builder.independent_tree()
-    separate, fused = builder.build(tree), builder.build(tree, fuse=True)
+    separate, fused = builder.build(tree, fuse=False), builder.build(tree, fuse=True)
     stacked = [layer for layer in fused.layers if isinstance(layer, StackedBlock)]
     assert [s.num_groups for s in stacked] == [4, 4, 3]
     assert fused.output_names == separate.output_names  # outputs keep the heads' names
