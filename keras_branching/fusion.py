@@ -182,14 +182,6 @@ def build_fused(builder, tree, compile=True, **compile_kwargs):
     return model
 
 
-def _stacked_heads_name(index):
-    return f"heads{index + 1}_stacked"
-
-
-def _head_rows_name(index):
-    return f"heads{index + 1}_rows"
-
-
 def _fused_heads(h, heads, rows):
     """`{task: output}`: heads of one config stacked, each task reading its own row.
 
@@ -212,10 +204,10 @@ def _fused_heads(h, heads, rows):
         indices = [rows[t] for t in tasks]
         x = h
         if indices != list(range(h.shape[1])):
-            x = GatherGroups(indices, name=_head_rows_name(index))(h)
+            x = GatherGroups(indices, name=naming.head_rows_name(index))(h)
         layers = [heads[t] for t in tasks]
         names = [layer.name for layer in layers]
-        _, y = stack_copies(layers, x, _stacked_heads_name(index))
+        _, y = stack_copies(layers, x, naming.stacked_heads_name(index))
         for i, (task, name) in enumerate(zip(tasks, names)):
             outputs[task] = SelectGroup(i, name=name)(y)
         index += 1

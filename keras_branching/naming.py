@@ -69,6 +69,28 @@ def select_group_name(task):
     return f"rows_{sanitize(task)}"
 
 
+def stacked_heads_name(index):
+    """The `StackedBlock` holding the `index`-th (0-based) set of task heads of one config.
+
+    Example:
+
+    >>> stacked_heads_name(0)
+    'heads1_stacked'
+    """
+    return f"heads{index + 1}_stacked"
+
+
+def head_rows_name(index):
+    """The `GatherGroups` giving the `index`-th (0-based) stacked heads their tasks' rows.
+
+    Example:
+
+    >>> head_rows_name(0)
+    'heads1_rows'
+    """
+    return f"heads{index + 1}_rows"
+
+
 def task_model_name(task):
     """A one-task model cut out of a multi-task one."""
     return f"task_{sanitize(task)}"
@@ -109,6 +131,39 @@ def gate_name(layer, expert):
 def tower_gate_name(task):
     """The gated route into the tower of `task`."""
     return f"gate_{sanitize(task)}"
+
+
+def stacked_experts_name(layer):
+    """The `StackedBlock` holding every used expert of routed layer `layer` (0-based).
+
+    Example:
+
+    >>> stacked_experts_name(0)
+    'experts_1_stacked'
+    """
+    return f"experts_{layer + 1}_stacked"
+
+
+def expert_inputs_name(layer):
+    """The layer giving each expert of fused routed layer `layer` (0-based) its input row.
+
+    Example:
+
+    >>> expert_inputs_name(1)
+    'experts_2_inputs'
+    """
+    return f"experts_{layer + 1}_inputs"
+
+
+def expert_output_name(layer, expert):
+    """The `SelectGroup` reading expert `expert`'s row of fused routed layer `layer`.
+
+    Example:
+
+    >>> expert_output_name(0, 2)
+    'expert_1_2_out'
+    """
+    return f"{expert_name(layer, expert)}_out"
 
 
 def supernet_route_name(what):

@@ -4,7 +4,7 @@ from keras_branching.layers.allocation_mask import AllocationMask
 from keras_branching.layers.branch_point import BranchPoint
 from keras_branching.layers.empty_allocation import EmptyAllocation
 from keras_branching.layers.gated_route import GatedRoute
-from keras_branching.layers.group_gather import GatherGroups, SelectGroup, StackGroups
+from keras_branching.layers.group_gather import GatherGroups, JoinGroups, SelectGroup, StackGroups
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.layers.joint_components import JointComponents
 from keras_branching.layers.stacked import StackedBlock
@@ -17,6 +17,7 @@ __all__ = [
     "EmptyAllocation",
     "GatedRoute",
     "GatherGroups",
+    "JoinGroups",
     "GumbelRouter",
     "JoinTaskBatches",
     "JointComponents",

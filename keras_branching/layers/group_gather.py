@@ -209,3 +209,56 @@ class SelectGroup(keras.layers.Layer):
         config = super().get_config()
         config.update({"index": self.index})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_branching")
+class JoinGroups(keras.layers.Layer):
+    """Stacks G tensors on a new group axis: G x `(batch, ...)` -> `(batch, G, ...)`.
+
+    In a fused routing model (`RoutingModelBuilder.build(plan, fuse=True)`)
+    the experts of one layer read different gated mixes; this joins them
+    as the rows of the layer's `StackedBlock` input.
+
+    Args:
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: a list of G >= 1 tensors of one shape `(batch, ...)`.
+
+    Returns:
+        The tensor `(batch, G, ...)` whose row `g` is `inputs[g]`.
+
+    Raises:
+        ValueError: if `inputs` is not a non-empty list of tensors of one
+            shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> a, b = np.zeros((1, 2), "float32"), np.ones((1, 2), "float32")
+    >>> JoinGroups()([a, b]).numpy().tolist()
+    [[[0.0, 0.0], [1.0, 1.0]]]
+    """
+
+    def _check(self, shapes):
+        if not isinstance(shapes, (list, tuple)) or not shapes:
+            raise ValueError(
+                f"Expected a non-empty list of tensors to join. Received input shapes: {shapes!r}"
+            )
+        inner = {tuple(s[1:]) for s in shapes}
+        if len(inner) != 1:
+            raise ValueError(
+                "Expected tensors of one shape (after the batch axis) to join. "
+                f"Received input shapes: {list(shapes)}"
+            )
+
+    def build(self, input_shape):
+        self._check(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        return ops.stack(list(inputs), axis=1)
+
+    def compute_output_shape(self, input_shape):
+        self._check(input_shape)
+        return (input_shape[0][0], len(input_shape), *input_shape[0][1:])

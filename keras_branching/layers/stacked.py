@@ -278,10 +278,11 @@ class _BatchNormOp(_Op):
         moving_mean, moving_var = self.vars["moving_mean"], self.vars["moving_variance"]
         if training and owner.trainable:
             axes = [0, *range(2, rank - 1)]
-            mean, variance = ops.moments(x, axes=axes)  # (G, C)
+            mean, variance = ops.moments(x, axes=axes)  # (G, C), float32
             momentum = leaf.momentum
-            moving_mean.assign(moving_mean * momentum + mean * (1.0 - momentum))
-            moving_var.assign(moving_var * momentum + variance * (1.0 - momentum))
+            for moving, value in ((moving_mean, mean), (moving_var, variance)):
+                current = ops.cast(moving, "float32")
+                moving.assign(ops.cast(current * momentum + value * (1.0 - momentum), moving.dtype))
         else:
             mean, variance = moving_mean, moving_var
         mean = ops.reshape(ops.cast(mean, "float32"), shape)
@@ -438,6 +439,9 @@ class StackedBlock(keras.layers.Layer):
                     initializer=keras.initializers.Constant(0.0),
                     dtype=weight.dtype,
                     trainable=weight.trainable,
+                    # As the copy's: e.g. BN moving statistics stay float32
+                    # under a mixed precision policy.
+                    autocast=getattr(weight, "_autocast", True),
                     name=f"{leaf.name}_{weight.name}",
                 )
                 op.vars[weight.name].assign(values)

@@ -25,7 +25,7 @@ import numpy as np
 
 from keras_branching import fusion, naming
 from keras_branching.builder import _TaskRows, seeded_layers
-from keras_branching.layers.group_gather import SelectGroup, StackGroups
+from keras_branching.layers.group_gather import StackGroups
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.optimizers import ArchitectureOptimizer
 from keras_branching.search import check_seed
@@ -144,7 +144,9 @@ def build_supernet(
             supernet, each layer's nodes one `StackedBlock` on tensors laid
             out `(batch, width, ...)`, and each router a
             `GumbelRouter(stacked=True)` mixing the stacked parents in one
-            contraction; it computes what the separate supernet computes
+            contraction, and the task heads of one config one more
+            `StackedBlock` (each task's output a `SelectGroup` named as its
+            head); it computes what the separate supernet computes
             and starts from the same weights (with `builder.seed` set).
             Falls back to the separate supernet, with a `UserWarning`, when a
             layer's nodes cannot be stacked (`fusion.copies_reason`).
@@ -320,10 +322,10 @@ def _fused_supernet_graph(builder, widths, seed, router_kwargs):
             if block > 0:
                 h = routers[block](h)
             _, h = fusion.stack_copies(layers, h, naming.stacked_block_name(block))
-        outputs = {
-            task: head(SelectGroup(t, name=naming.select_group_name(task))(h))
-            for t, (task, head) in enumerate(zip(tasks, heads))
-        }
+        # Heads of one config are one `StackedBlock` too (task `t` reads row `t`).
+        outputs = fusion._fused_heads(
+            h, dict(zip(tasks, heads)), {task: t for t, task in enumerate(tasks)}
+        )
     return inputs, outputs
 
 
@@ -407,7 +409,11 @@ class _Structure:
         self.feeds, self.parents, self.last_nodes = {}, {}, {}
         self.depth = {}
         heads = [_single_input(layers[head]) for head, _, _ in outputs.values()]
-        if any(h is not None and layers[h[0]]["class_name"] == "SelectGroup" for h in heads):
+        if any(
+            layers[head]["class_name"] == "SelectGroup"  # stacked heads
+            or (h is not None and layers[h[0]]["class_name"] == "SelectGroup")
+            for h, (head, _, _) in zip(heads, outputs.values())
+        ):
             self._read_fused(supernet, layers, outputs)
             return
         for task, (head, _, _) in outputs.items():
@@ -431,21 +437,35 @@ class _Structure:
         self.num_blocks = depths[0] + 1
 
     def _read_fused(self, supernet, layers, outputs):
-        """The structure of a fused supernet: nodes are `(StackedBlock name, row)`."""
+        """The structure of a fused supernet: nodes are `(StackedBlock name, row)`.
+
+        A task's output is either its head reading a `SelectGroup` of the
+        last stacked layer, or (stacked heads) a `SelectGroup` of the heads'
+        `StackedBlock`, which reads the last stacked layer directly or
+        through a `GatherGroups`; the heads' layer is skipped.
+        """
         last = set()
         for task, (head, _, _) in outputs.items():
-            select = _single_input(layers[head])
-            source = None if select is None else _single_input(layers[select[0]])
-            if (
-                select is None
-                or layers[select[0]]["class_name"] != "SelectGroup"
-                or source is None
-                or layers[source[0]]["class_name"] != "StackedBlock"
-            ):
+            if layers[head]["class_name"] == "SelectGroup":  # stacked heads
+                row = int(layers[head]["config"]["index"])
+                heads = _single_input(layers[head])
+                source = None if heads is None else _single_input(layers[heads[0]])
+                if heads is None or layers[heads[0]]["class_name"] != "StackedBlock":
+                    source = None
+                if source is not None and layers[source[0]]["class_name"] == "GatherGroups":
+                    row = int(layers[source[0]]["config"]["indices"][row])
+                    source = _single_input(layers[source[0]])
+            else:
+                select = _single_input(layers[head])
+                source = None
+                if select is not None and layers[select[0]]["class_name"] == "SelectGroup":
+                    row = int(layers[select[0]]["config"]["index"])
+                    source = _single_input(layers[select[0]])
+            if source is None or layers[source[0]]["class_name"] != "StackedBlock":
                 raise _not_a_supernet(
                     supernet, f"the head of task {task!r} reads no row of a stacked layer"
                 )
-            self.last_nodes[task] = (source[0], int(layers[select[0]]["config"]["index"]))
+            self.last_nodes[task] = (source[0], row)
             last.add(source[0])
         if len(last) != 1:
             raise _not_a_supernet(supernet, f"the heads read different stacked layers {last}")
@@ -459,8 +479,11 @@ class _Structure:
                 self.feeds.update({(stacked, c): None for c in range(width)})
                 break
             if kind != "GumbelRouter" or not layers[source[0]]["config"].get("stacked"):
+                what = "nothing" if source is None else f"{source[0]!r}, a {kind}"
                 raise _not_a_supernet(
-                    supernet, f"the stacked layer {stacked!r} reads neither the input nor a router"
+                    supernet,
+                    f"the stacked layer {stacked!r} reads {what}, not a `GumbelRouter` "
+                    "(stacked) nor the input's `StackGroups`",
                 )
             router = source[0]
             parent = _single_input(layers[router])

@@ -1,8 +1,11 @@
 """`RoutingModelBuilder`: turns a `RoutingPlan` into a Keras model."""
 
-from keras_branching import naming
+import warnings
+
+from keras_branching import fusion, naming
 from keras_branching.builder import BranchedModelBuilder, _TaskRows, seeded_layers
 from keras_branching.layers.gated_route import GatedRoute
+from keras_branching.layers.group_gather import GatherGroups, JoinGroups, SelectGroup, StackGroups
 from keras_branching.models import TaskModel
 from keras_branching.routing.plan import INPUT, RoutingPlan
 
@@ -155,12 +158,24 @@ class RoutingModelBuilder:
                 f"{self.num_layers} layers."
             )
 
-    def build(self, plan, compile=True, **compile_kwargs):
+    def build(self, plan, compile=True, fuse=False, **compile_kwargs):
         """Builds (and compiles) the functional model of `plan`.
 
         Args:
             plan: a `RoutingPlan` over the builder's tasks and layers.
             compile: whether to compile the model (default True).
+            fuse: False (default): every expert is its own layer. True: the
+                used experts of each layer are one `StackedBlock`
+                (`naming.stacked_experts_name`) computing them all at once
+                on tensors laid out `(batch, experts, ...)`; its input is
+                the shared input repeated (`StackGroups`), the rows of the
+                layer below (`GatherGroups`) or the experts' gated mixes
+                joined (`JoinGroups`), and each gate or tower reads its
+                experts' rows through `SelectGroup`. Same parameters and
+                layer names for gates and towers, so weights move by name
+                (and by `StackedBlock.set_group_weights` for the experts).
+                Falls back to separate experts, with a `UserWarning`, when
+                a layer's experts cannot be stacked.
             **compile_kwargs: extra arguments for `compile`.
 
         Returns:
@@ -169,9 +184,24 @@ class RoutingModelBuilder:
         Raises:
             TypeError: if `plan` is not a `RoutingPlan`.
             ValueError: if its tasks or number of layers differ from the
-                builder's.
+                builder's, for a `fuse` other than True or False, or for
+                `fuse=True` with one input per task.
         """
         self.check_plan(plan)
+        if not isinstance(fuse, bool):
+            raise ValueError(f"Expected `fuse` to be True or False. Received: fuse={fuse!r}")
+        if fuse and self.per_task_inputs:
+            raise ValueError(
+                "Expected a builder with one shared input for `fuse=True`: with one input per "
+                f"task the experts see different batches. Received per-task inputs for "
+                f"{list(self.task_names)}"
+            )
+        if fuse:
+            model = self._build_fused(plan)
+            if model is not None:
+                if compile:
+                    self.compile(model, **compile_kwargs)
+                return model
         with seeded_layers(self.seed, salt="routing"):
             inputs = self.make_inputs()
             trunk = inputs if self.per_task_inputs else inputs[self.task_names[0]]
@@ -181,6 +211,73 @@ class RoutingModelBuilder:
         if compile:
             self.compile(model, **compile_kwargs)
         return model
+
+    def _build_fused(self, plan):
+        """The fused model of `plan` (see `build`), or None (with a warning) if an
+        expert layer cannot be stacked."""
+        used = set(plan.used_experts())
+        with seeded_layers(self.seed, salt="routing"):
+            inputs = self.make_inputs()
+            x = inputs[self.task_names[0]]
+            experts = []
+            for depth, width in enumerate(plan.widths):
+                members = [m for m in range(width) if (depth, m) in used]
+                experts.append({m: self.make_expert(depth, m) for m in members})
+                reason = fusion.copies_reason(list(experts[-1].values()))
+                if reason is not None:
+                    warnings.warn(
+                        f"Building separate experts: the experts of layer {depth} cannot be "
+                        f"stacked ({reason}).",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                    return None
+        with seeded_layers(self.seed, salt="routing_fused"):
+            previous, h = None, None  # {expert: row}, stacked output of the layer below
+            outputs = {}
+
+            def output(depth, m):  # expert m of layer `depth`, as a tensor (batch, ...)
+                if (depth, m) not in outputs:
+                    select = SelectGroup(previous[m], name=naming.expert_output_name(depth, m))
+                    outputs[(depth, m)] = select(h)
+                return outputs[(depth, m)]
+
+            def route(depth, members, query, name):  # `depth`: the layer the route reads
+                if len(members) == 1:
+                    return output(depth, members[0])
+                query = x if query == INPUT else output(depth, query)
+                gate = GatedRoute(len(members), name=name)
+                return gate([query] + [output(depth, m) for m in members])
+
+            for depth, layer_experts in enumerate(experts):
+                members = list(layer_experts)
+                if depth == 0:
+                    stacked_in = StackGroups(len(members), name=naming.expert_inputs_name(0))(x)
+                else:
+                    routes = [plan.route(depth, m) for m in members]
+                    if all(len(r) == 1 for r, _ in routes):
+                        indices = [previous[r[0]] for r, _ in routes]
+                        stacked_in = h
+                        if indices != list(range(h.shape[1])):
+                            gather = GatherGroups(indices, name=naming.expert_inputs_name(depth))
+                            stacked_in = gather(h)
+                    else:
+                        mixes = [
+                            route(depth - 1, r, q, naming.gate_name(depth, m))
+                            for (r, q), m in zip(routes, members)
+                        ]
+                        stacked_in = JoinGroups(name=naming.expert_inputs_name(depth))(mixes)
+                _, h = fusion.stack_copies(
+                    list(layer_experts.values()), stacked_in, naming.stacked_experts_name(depth)
+                )
+                previous = {m: i for i, m in enumerate(members)}
+            last = plan.num_layers - 1
+            features = {
+                t: route(last, *plan.tower(t), naming.tower_gate_name(t)) for t in self.task_names
+            }
+        with seeded_layers(self.seed, salt="routing_heads"):
+            heads = {t: self.make_head(t)(features[t]) for t in self.task_names}
+        return TaskModel(self.model_inputs(inputs), heads, name="routing_model")
 
     def apply_plan(self, plan, inputs):
         """Applies fresh sub-networks laid out as `plan` to `inputs`.

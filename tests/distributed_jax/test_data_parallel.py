@@ -128,6 +128,10 @@ def test_one_process_two_devices_matches_one_device(runs):
     assert (record["replicas"], record["num_processes"], record["is_chief"]) == (2, 1, True)
     assert reference is not None and set(_RUNS) <= set(reference)
     _assert_same_training(record, reference)
+    # Share routing and affinity branching, on one process with two devices.
+    for name in ("share_routing", "affinity"):
+        np.testing.assert_allclose(record[name], reference[name], rtol=_RTOL, atol=1e-6)
+        assert record[f"{name}_plan"] == reference[f"{name}_plan"], name
 
 
 def test_two_processes_match_one_process(runs):

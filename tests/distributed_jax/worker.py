@@ -1,4 +1,4 @@
-"""One process of a `keras.distribution` run: a tree, LearnToBranch and LearnedAllocation.
+"""One process of a `keras.distribution` run: a tree model and the searches.
 
 Run as a script (the tests and `benchmarks/distributed_throughput.py` start
 it in fresh processes, with `KERAS_BACKEND=jax`):
@@ -10,7 +10,8 @@ it in fresh processes, with `KERAS_BACKEND=jax`):
 device count); with more than one device in all, the work runs under
 `keras.distribution.DataParallel`. With `--reference` it first runs
 without a distribution (on one device), and adds that record as
-`"reference"`. With `--num-processes` above 1 it first
+`"reference"`. One process also runs ShareRouting and AffinityBranching
+(on numpy arrays). With `--num-processes` above 1 it first
 calls `keras.distribution.initialize` with the coordinator on
 127.0.0.1:`port` (JAX's gloo CPU collectives). Every process writes
 `OUT_DIR/process_<i>.json`: the losses of every epoch, the plans, the
@@ -117,6 +118,28 @@ def _run(args):
     allocated = learned.search(batches, steps_per_epoch=2, epochs=2, verbose=0)
     record["allocation"] = allocated.history["loss"]
     record["allocation_plan"] = allocated.plan.to_config()
+    if args.num_processes == 1:
+        # Share routing and affinity branching take numpy arrays here (their
+        # held-out and validation splits), which one process splits over its
+        # devices; several processes would each feed their whole arrays.
+        routing = kb.RoutingModelBuilder(
+            (8,), [dense, dense], builder.tasks, optimizer=keras.optimizers.Adam(1e-2)
+        )
+        share_routing = kb.ShareRouting(
+            routing,
+            num_experts=2,
+            warmup_epochs=0,
+            steps_per_update=1,
+            validation_split=0.25,
+            seed=0,
+        )
+        routed = share_routing.search(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        record["share_routing"] = routed.history["loss"]
+        record["share_routing_plan"] = routed.plan.to_config()
+        affinity = kb.AffinityBranching(builder, num_samples=16, budget=0.6, seed=0)
+        branched = affinity.search(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+        record["affinity"] = branched.history["loss"]
+        record["affinity_plan"] = branched.plan.to_config()
     plot_tree(found.plan, path=os.path.join(args.out_dir, f"plot_{args.process_id}.png"))
     return record
 

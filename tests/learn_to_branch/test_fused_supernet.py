@@ -55,7 +55,8 @@ def test_fused_supernet_matches_separate():
     separate = build_supernet(builder, [2, 2, 3], seed=1)
     fused = build_supernet(builder, [2, 2, 3], seed=1, fuse=True)
     stacked = [layer for layer in fused.layers if isinstance(layer, StackedBlock)]
-    assert [s.num_groups for s in stacked] == [2, 2, 3]
+    assert [s.num_groups for s in stacked] == [2, 2, 3, 3]  # the last: the 3 heads
+    assert [type(fused.get_layer(f"head_{t}")).__name__ for t in TASKS] == ["SelectGroup"] * 3
     assert all(r.stacked for r in routers(fused)) and len(routers(fused)) == 2
     assert fused.count_params() == separate.count_params()
     x, _ = data()
@@ -162,3 +163,21 @@ def test_fused_supernet_on_jax(tmp_path):
         )
     )
     assert run_python(script, tmp_path, backend="jax").strip().endswith("ok")
+
+
+def test_heads_of_two_configs_stack_by_config():
+    heads = {"a": lambda: keras.layers.Dense(1), "b": lambda: keras.layers.Dense(2)}
+    heads["c"] = heads["a"]
+    builder = make_builder(heads=heads)
+    separate = build_supernet(builder, [2, 2, 3], seed=1)
+    fused = build_supernet(builder, [2, 2, 3], seed=1, fuse=True)
+    stacked = [layer for layer in fused.layers if isinstance(layer, StackedBlock)]
+    assert [s.num_groups for s in stacked] == [2, 2, 3, 2]  # heads a and c stacked
+    assert fused.count_params() == separate.count_params()
+    x, _ = data()
+    set_random_logits(separate, fused, seed=5)
+    expected, actual = separate(x), fused(x)
+    for task in TASKS:
+        np.testing.assert_allclose(actual[task], expected[task], atol=1e-5)
+    assert derive_tree(fused) == derive_tree(separate)
+    assert supernet_parents(fused) == supernet_parents(separate)
