@@ -10,29 +10,12 @@ import numpy as np
 
 from keras_branching import naming
 from keras_branching.layers.branch_point import BranchPoint
-from keras_branching.layers.stacked import variable_numpy
+from keras_branching.layers.stacked import reseed_config, variable_numpy
 from keras_branching.layers.task_batches import JoinTaskBatches, SplitTaskBatches
 from keras_branching.models import TaskModel
 from keras_branching.search import check_seed
 from keras_branching.task import check_tasks, compile_for_tasks, fresh_optimizer
 from keras_branching.tree import BranchingTree
-
-
-def _reseed(config, offset):
-    """Returns a copy of a layer config with every integer seed shifted by `offset`.
-
-    Cloning a layer from its config copies its initialisers' seeds, so
-    every copy of a block would start from the same weights; shifting the
-    seeds keeps each copy reproducible but different.
-    """
-    if isinstance(config, dict):
-        return {
-            k: (v + offset if k == "seed" and isinstance(v, int) else _reseed(v, offset))
-            for k, v in config.items()
-        }
-    if isinstance(config, list):
-        return [_reseed(v, offset) for v in config]
-    return config
 
 
 @contextlib.contextmanager
@@ -404,7 +387,7 @@ class BranchedModelBuilder:
                     "be cloned from its config. Pass a zero-argument callable that "
                     "returns a fresh layer instead."
                 ) from error
-            config = _reseed(copy.deepcopy(config), copy_index)
+            config = reseed_config(copy.deepcopy(config), copy_index)
             layer = source.__class__.from_config(config)
         else:
             layer = source()

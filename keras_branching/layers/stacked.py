@@ -176,14 +176,27 @@ def stack_reason(layer):
     return None
 
 
-def _reseed(config, offset):
+def reseed_config(config, offset):
+    """Returns a copy of a layer config with every integer seed shifted by `offset`.
+
+    Cloning a layer from its config copies its initialisers' seeds, so
+    every copy of a block would start from the same weights; shifting the
+    seeds keeps each copy reproducible but different. Used by the builder
+    (copies of a layer instance given as a block) and by `StackedBlock`
+    (one initialisation per group).
+
+    Example:
+
+    >>> reseed_config({"kernel_initializer": {"config": {"seed": 3}}, "units": 4}, 2)
+    {'kernel_initializer': {'config': {'seed': 5}}, 'units': 4}
+    """
     if isinstance(config, dict):
         return {
-            k: (v + offset if k == "seed" and isinstance(v, int) else _reseed(v, offset))
+            k: (v + offset if k == "seed" and isinstance(v, int) else reseed_config(v, offset))
             for k, v in config.items()
         }
     if isinstance(config, list):
-        return [_reseed(v, offset) for v in config]
+        return [reseed_config(v, offset) for v in config]
     return config
 
 
@@ -412,7 +425,7 @@ class StackedBlock(keras.layers.Layer):
 
     def make_copy(self, copy_index=0):
         """A fresh, unbuilt copy of the block (initialiser seeds shifted by `copy_index`)."""
-        config = _reseed(copy.deepcopy(self.block), copy_index)
+        config = reseed_config(copy.deepcopy(self.block), copy_index)
         return keras.saving.deserialize_keras_object(config)
 
     def build(self, input_shape):
