@@ -38,7 +38,7 @@ def task_blocks(model):
     ...     (4,), [lambda: keras.layers.Dense(3)] * 2,
     ...     [Task(n, lambda: keras.layers.Dense(1), "mse") for n in ("a", "b")],
     ... )
-    >>> blocks = task_blocks(builder.build(builder.independent_tree()))
+    >>> blocks = task_blocks(builder.build(builder.independent_tree(), fuse=False))
     >>> [len(layers) for layers in blocks.values()]
     [2, 2]
     """

@@ -100,8 +100,16 @@ class GradNorm(LossWeighting):
         name = self.shared_layer
         if name is None:
             chains = list(naming.task_block_chains(model).values())
-            # The last block copy that every task passes through.
-            shared = [layer for layer in chains[0] if all(layer in chain for chain in chains)]
+            # The last block copy that every task passes through. In a fused
+            # model a `StackedBlock` of several groups holds each group's own
+            # copy: only one of a single group is shared.
+            shared = [
+                name
+                for name in chains[0]
+                if all(name in chain for chain in chains)
+                and model.get_layer(name).trainable_weights
+                and getattr(model.get_layer(name), "num_groups", 1) == 1
+            ]
             if not shared:
                 raise ValueError(
                     "GradNorm needs a layer every task shares; this model's tree splits "

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_branching import BranchingTree
 from keras_branching.weighting.gradnorm import GradNorm
 from keras_branching.weighting.model import WeightedModel
 from tests.weighting.helpers import make_builder, regression_data
@@ -67,7 +68,7 @@ def test_needs_a_shared_layer():
 
 def test_named_shared_layer():
     builder = make_builder()
-    model = builder.build(builder.independent_tree(), compile=False)
+    model = builder.build(builder.independent_tree(), compile=False, fuse=False)
     weighting = GradNorm(builder.task_names, shared_layer="block1_a")
     assert weighting.shared_variables(model) == model.get_layer("block1_a").trainable_variables
     with pytest.raises(ValueError, match="not a layer"):
@@ -84,3 +85,19 @@ def test_config_round_trip():
 def test_rejects_bad_arguments(name, value):
     with pytest.raises(ValueError, match=f"Expected `{name}` > 0. Received: {name}="):
         GradNorm(["a", "b"], **{name: value})
+
+
+def test_fused_model_balances_its_single_group_stacked_block():
+    # Fused: every task passes through every StackedBlock, but only a block
+    # depth of one group is shared.
+    builder = make_builder()
+    names = builder.task_names
+    tree = BranchingTree(names, [[names]] + [[[t] for t in names]] * (builder.num_blocks - 1))
+    model = builder.build(tree, compile=False, fuse=True)
+    chosen = GradNorm(names).shared_variables(model)
+    shared = [
+        layer
+        for layer in model.layers
+        if layer.trainable_weights and getattr(layer, "num_groups", 0) == 1
+    ]
+    assert len(shared) == 1 and chosen == shared[0].trainable_variables
