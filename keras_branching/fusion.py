@@ -61,6 +61,13 @@ def _sample_blocks(builder):
         random.setstate(state)
 
 
+# Measured (docs/performance.md, benchmarks/fused_copies.py): 20 or 40 copies
+# of a dense block train faster fused on both backends, with and without XLA
+# (1.3x to 3.7x); 2 to 8 copies are slower fused in half the rows (0.71x
+# to 2.2x). 16 sits between the two.
+MIN_COPIES_TO_FUSE = 16
+
+
 def _is_convolutional(layer):
     return any(isinstance(leaf, keras.layers.Conv2D) for leaf in block_leaves(layer))
 
@@ -70,10 +77,12 @@ def should_fuse(builder, tree):
 
     Fuse when the model has a single shared input (per-task input models
     stay separate: their groups see different batches), the builder has no
-    `gradient_scale`, some block depth has at least 2 groups, every block
-    can be stacked (`can_stack`) and no block is convolutional (a stacked
-    convolution is a grouped convolution, many times slower on TensorFlow
-    without XLA: see docs/performance.md). The rule itself lives in
+    `gradient_scale`, some block depth has at least `MIN_COPIES_TO_FUSE`
+    (16) copies (with fewer, fusing was as often slower as faster in
+    `benchmarks/fused_copies.py`), every block can be stacked (`can_stack`)
+    and no block is convolutional (a stacked convolution is a grouped
+    convolution, many times slower on TensorFlow without XLA). See
+    docs/performance.md for the measurements. The rule itself lives in
     `fuse_rule`, shared with the supernet.
 
     Args:
@@ -90,9 +99,9 @@ def should_fuse(builder, tree):
     >>> builder = BranchedModelBuilder(
     ...     (4,),
     ...     [lambda: keras.layers.Dense(3)] * 2,
-    ...     [Task(t, head=lambda: keras.layers.Dense(1), loss="mse") for t in "ab"],
+    ...     [Task(f"t{i}", head=lambda: keras.layers.Dense(1), loss="mse") for i in range(16)],
     ... )
-    >>> should_fuse(builder, builder.independent_tree())
+    >>> should_fuse(builder, builder.independent_tree())  # 16 copies
     True
     >>> should_fuse(builder, builder.shared_tree())
     False
@@ -528,7 +537,7 @@ def fuse_rule(builder, copies_per_depth):
     Returns:
         A bool: see `should_fuse`.
     """
-    if builder.per_task_inputs or max(copies_per_depth) < 2:
+    if builder.per_task_inputs or max(copies_per_depth) < MIN_COPIES_TO_FUSE:
         return False
     if getattr(builder, "gradient_scale", None) is not None:  # not in the fused layers
         return False

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_branching import BranchedModelBuilder, BranchingTree, Task
+from keras_branching import BranchedModelBuilder, BranchingTree, Task, fusion
 from keras_branching.builder import read_tree
 from keras_branching.fusion import fuse, is_fused, should_fuse, unfuse
 from keras_branching.layers.group_gather import GatherGroups
@@ -105,8 +105,11 @@ def test_convolutional_blocks_fuse_on_request():
     assert_same_outputs(separate, fused, x)
 
 
-def test_auto_rule():
+def test_auto_rule(monkeypatch):
     builder = make_builder()
+    assert not should_fuse(builder, TREE)  # 4 copies, below fusion.MIN_COPIES_TO_FUSE
+    assert not is_fused(builder.build(TREE))
+    monkeypatch.setattr(fusion, "MIN_COPIES_TO_FUSE", 2)
     assert should_fuse(builder, TREE)
     assert is_fused(builder.build(TREE, fuse="auto"))
     shared = builder.shared_tree()
@@ -184,7 +187,8 @@ def test_heads_of_one_shape_are_stacked():
     assert_same_outputs(fuse(again), fused, x)
 
 
-def test_affinity_branching_trains_fused_and_reads_the_same_features():
+def test_affinity_branching_trains_fused_and_reads_the_same_features(monkeypatch):
+    monkeypatch.setattr(fusion, "MIN_COPIES_TO_FUSE", 2)  # fuse="auto" fuses these 4 tasks
     from keras_branching.affinity import AffinityBranching
     from keras_branching.affinity.features import branch_point_features
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_branching import fusion
 from keras_branching.builder import BranchedModelBuilder
 from keras_branching.layers.gumbel_router import GumbelRouter
 from keras_branching.layers.stacked import StackedBlock
@@ -111,8 +112,13 @@ def test_unstackable_nodes_fall_back_with_a_notice():
     assert not any(isinstance(layer, StackedBlock) for layer in supernet.layers)
 
 
-def test_auto_and_bad_fuse():
+def test_auto_and_bad_fuse(monkeypatch):
     builder = make_builder()
+    assert not any(  # at most 3 copies: below fusion.MIN_COPIES_TO_FUSE
+        isinstance(layer, StackedBlock)
+        for layer in build_supernet(builder, [2, 2, 3], fuse="auto", compile=False).layers
+    )
+    monkeypatch.setattr(fusion, "MIN_COPIES_TO_FUSE", 2)
     assert any(
         isinstance(layer, StackedBlock)
         for layer in build_supernet(builder, [2, 2, 3], fuse="auto", compile=False).layers
